@@ -1,0 +1,62 @@
+"""flowfn: run workflows of plain Python functions in parallel, wired by their signatures."""
+
+from outcome import Error as Error
+from outcome import Outcome as Outcome
+from outcome import Value as Value
+
+from ._errors import GraphError as GraphError
+from ._errors import InputError as InputError
+from ._errors import MapLengthError as MapLengthError
+from ._errors import RunFailed as RunFailed
+from ._errors import StepTimeout as StepTimeout
+from ._graph import Graph as Graph
+from ._graph import graph as graph
+from ._inputs import InputSpec as InputSpec
+from ._patterns import ShellError as ShellError
+from ._patterns import race as race
+from ._patterns import shell as shell
+from ._patterns import stub as stub
+from ._patterns import subflow as subflow
+from ._result import Attempt as Attempt
+from ._result import Event as Event
+from ._result import RunResult as RunResult
+from ._result import Span as Span
+from ._result import current_span as current_span
+from ._result import step_span as step_span
+from ._run import arun as arun
+from ._run import run as run
+from ._step import Backoff as Backoff
+from ._step import Step as Step
+from ._step import step as step
+from ._wiring import each as each
+
+__all__ = [
+    "Attempt",
+    "Backoff",
+    "Error",
+    "Event",
+    "Graph",
+    "GraphError",
+    "InputError",
+    "InputSpec",
+    "MapLengthError",
+    "Outcome",
+    "RunFailed",
+    "RunResult",
+    "ShellError",
+    "Span",
+    "Step",
+    "StepTimeout",
+    "Value",
+    "arun",
+    "current_span",
+    "each",
+    "graph",
+    "race",
+    "run",
+    "shell",
+    "step",
+    "step_span",
+    "stub",
+    "subflow",
+]

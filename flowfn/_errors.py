@@ -1,0 +1,142 @@
+"""The exceptions flowfn raises, and the small helpers that render them.
+
+Problems are kept as data (:class:`Problem` records) and rendered separately, so a
+caller can inspect ``err.problems`` instead of parsing text, and so every problem of a
+graph can be collected first and reported together.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._result import RunResult
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a graph or a run's arguments.
+
+    ``where`` is the header line (``path:line in def name(sig)``, or ``cycle: a -> b``),
+    ``lines`` the explanation under it.
+    """
+
+    where: str
+    lines: tuple[str, ...] = field(default=())
+    step: str | None = None
+
+    def render(self, indent: str = "  ") -> str:
+        out = [indent + self.where] if self.where else []
+        inner = indent + "  " if self.where else indent
+        out.extend(inner + line if line else "" for line in self.lines)
+        return "\n".join(out)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+class GraphError(Exception):
+    """The graph cannot run: every problem found, each with its source location."""
+
+    def __init__(self, context: str, problems: Sequence[Problem], *, blank: bool = True):
+        self.context = context
+        self.problems = list(problems)
+        sep = "\n\n" if blank else "\n"
+        body = sep.join(p.render() for p in self.problems)
+        super().__init__(f"{_count(len(self.problems), 'problem')} in {context}{sep}{body}")
+
+
+class InputError(Exception):
+    """Inputs (or human answers) that cannot be converted, all listed as data paths."""
+
+    def __init__(self, context: str, problems: Sequence[str], *, noun: str = "input"):
+        self.context = context
+        self.problems = list(problems)
+        lines = "\n".join("  " + p for p in self.problems)
+        super().__init__(f"{_count(len(self.problems), 'bad ' + noun)} for {context}\n{lines}")
+
+
+class StepTimeout(TimeoutError):
+    """A step's own ``timeout=`` deadline fired before it finished."""
+
+
+class MapLengthError(ValueError):
+    """The ``each()`` parameters of a mapped step received lists of different lengths."""
+
+
+class RunFailed(Exception):
+    """A run stopped because a step failed (or the run's own deadline passed).
+
+    ``__cause__`` is the original exception; ``.result`` holds every span and
+    ``.failures``, so nothing a finished step produced is lost; ``.step`` names the
+    failing step (a ``branch/step`` path inside sub-workflows) and ``.attempt`` the
+    attempt that failed.
+    """
+
+    def __init__(self, message: str, result: RunResult, *, step: str | None = None,
+                 attempt: int = 0, attempts: int = 0):
+        super().__init__(message)
+        self.result = result
+        self.step = step
+        self.attempt = attempt
+        self.attempts = attempts
+
+
+# --- rendering helpers shared by graph and run errors ---------------------------------
+
+
+def relpath(path: str) -> str:
+    """A source path as the user would type it: relative to the cwd when below it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # pragma: no cover - other drive on Windows
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def location(fn: Callable[..., Any]) -> str:
+    """``path:line`` of a function's ``def`` line."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    if code is None:
+        return "<unknown>"
+    return f"{relpath(code.co_filename)}:{code.co_firstlineno}"
+
+
+def def_line(fn: Callable[..., Any], name: str, *, annotations: bool = False) -> str:
+    """``path:line in def name(a, b)``, optionally with the annotations."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return f"{location(fn)} in {name}"
+    if annotations:
+        text = str(sig).replace("'", "")
+    else:
+        params = [p.replace(annotation=inspect.Parameter.empty, default=inspect.Parameter.empty)
+                  for p in sig.parameters.values()]
+        text = str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty))
+    return f"{location(fn)} in def {name}{text}"
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
+    found = get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def type_name(tp: Any) -> str:
+    """``list[str]`` rather than ``<class 'list'>``."""
+    if tp is type(None):
+        return "None"
+    if isinstance(tp, type) and not getattr(tp, "__args__", None):
+        return tp.__qualname__ if tp.__module__ != "builtins" else tp.__name__
+    return repr(tp).replace("typing.", "").replace("collections.abc.", "")
+
+
+def exc_line(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

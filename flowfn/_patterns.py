@@ -1,0 +1,242 @@
+"""Pattern helpers: steps made for you — ``race``, ``subflow``, ``shell``, ``stub``.
+
+Each helper returns an ordinary :class:`Step` whose parameters are built from what it
+needs (a shell command's ``{placeholders}``, a sub-graph's inputs), so it is wired and
+checked by ``graph()`` exactly like a hand-written step. ``race`` and ``subflow`` are
+*containers*: the scheduler runs their contents inside their span.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shlex
+import signal
+import string
+import sys
+from collections.abc import Mapping
+from typing import Annotated, Any, Union
+
+import trio
+
+from ._graph import Graph
+from ._step import Step
+from ._types import EMPTY
+from ._wiring import return_annotation
+
+AnyStep = Step[Any, Any]
+
+
+def _caller_location(depth: int = 2) -> str:
+    from ._errors import relpath
+
+    frame = sys._getframe(depth)
+    return f"{relpath(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+def _with_signature(fn: Any, params: list[inspect.Parameter], returns: Any) -> Any:
+    fn.__signature__ = inspect.Signature(
+        params, return_annotation=inspect.Signature.empty if returns is EMPTY else returns
+    )
+    if returns is not EMPTY:
+        fn.__annotations__ = {"return": returns}
+    return fn
+
+
+# --- race ---------------------------------------------------------------------------------
+
+
+class RaceSpec:
+    """The contestants of a race step."""
+
+    def __init__(self, contestants: list[AnyStep]) -> None:
+        self.contestants = contestants
+
+    def members(self) -> list[AnyStep]:
+        return self.contestants
+
+    def output_type(self, declared: Any) -> Any:
+        types_ = [return_annotation(s.fn) for s in self.contestants]
+        if any(t is EMPTY for t in types_):
+            return EMPTY
+        unique = list(dict.fromkeys(types_))
+        return unique[0] if len(unique) == 1 else Union[tuple(unique)]  # noqa: UP007
+
+
+def race(*contestants: AnyStep, name: str | None = None, **options: Any) -> AnyStep:
+    """A step whose output is the first *successful* result among ``contestants``.
+
+    The others are cancelled as soon as one succeeds (their spans say ``cancelled`` and
+    why); ``result.spans[name].winner`` names the winner. If every contestant fails, the
+    race fails with all their errors in an ``ExceptionGroup``.
+    """
+    if len(contestants) < 2:
+        raise TypeError(f"race() needs at least two steps to race, got {len(contestants)}")
+    for c in contestants:
+        if not isinstance(c, Step):
+            raise TypeError(f"race() takes steps; {c!r} is not one. Decorate it with @step.")
+    race_name = name or "_or_".join(c.name for c in contestants)
+
+    async def run_race() -> Any:
+        raise TypeError(f"race {race_name!r} runs inside run(); it cannot be called directly")
+
+    return Step(run_race, name=race_name, container=RaceSpec(list(contestants)),
+                defined_at=_caller_location(), **options)
+
+
+# --- subflow ----------------------------------------------------------------------------
+
+
+class SubflowSpec:
+    """A sub-graph and the fixed values for some of its inputs."""
+
+    def __init__(self, graph: Graph, fixed: dict[str, Any]) -> None:
+        self.graph = graph
+        self.fixed = fixed
+
+    def members(self) -> list[AnyStep]:
+        return []
+
+    def output_type(self, declared: Any) -> Any:
+        return declared
+
+
+def subflow(flow: Graph | AnyStep, *, name: str, inputs: Mapping[str, Any] | None = None,
+            **options: Any) -> AnyStep:
+    """A step that runs a whole graph; its output is that graph's output.
+
+    Each input of ``flow`` comes from ``inputs[name]`` when given there — a step (its
+    output is wired in) or a fixed value — and otherwise from the parent graph's input of
+    the same name. Use the same graph in several subflows for independent branches.
+    """
+    from ._graph import graph as make_graph
+
+    sub = flow if isinstance(flow, Graph) else make_graph(flow)
+    given = dict(inputs or {})
+    unknown = sorted(set(given) - set(sub.inputs))
+    if unknown:
+        known = ", ".join(sorted(sub.inputs)) or "none"
+        raise TypeError(
+            f"subflow {name!r}: inputs= names {', '.join(repr(u) for u in unknown)}, which "
+            f"graph({sub.name}) does not take. Its inputs: {known}."
+        )
+    params: list[inspect.Parameter] = []
+    fixed: dict[str, Any] = {}
+    for input_name, spec in sub.inputs.items():
+        tp = Any if spec.type is EMPTY else spec.type
+        if input_name in given:
+            value = given[input_name]
+            if isinstance(value, Step):
+                params.append(inspect.Parameter(
+                    input_name, inspect.Parameter.KEYWORD_ONLY,
+                    annotation=Annotated[tp, value]))
+            else:
+                fixed[input_name] = value
+            continue
+        default = inspect.Parameter.empty if spec.required else spec.default
+        params.append(inspect.Parameter(input_name, inspect.Parameter.KEYWORD_ONLY,
+                                        annotation=tp, default=default))
+
+    async def run_subflow(**kwargs: Any) -> Any:
+        from ._run import arun
+
+        return (await arun(sub, {**fixed, **kwargs})).output
+
+    run_subflow.__name__ = run_subflow.__qualname__ = name
+    _with_signature(run_subflow, params, sub.output_type)
+    return Step(run_subflow, name=name, container=SubflowSpec(sub, fixed),
+                defined_at=_caller_location(), **options)
+
+
+# --- stub ---------------------------------------------------------------------------------
+
+
+def stub(name: str, **options: Any) -> Step[[], None]:
+    """A step that does nothing and returns ``None``: a placeholder while designing."""
+
+    def placeholder() -> None:
+        return None
+
+    placeholder.__name__ = placeholder.__qualname__ = name
+    options.setdefault("executor", "inline")
+    s: Step[[], None] = Step(placeholder, name=name, defined_at=_caller_location(), **options)
+    return s
+
+
+# --- shell --------------------------------------------------------------------------------
+
+
+class ShellError(Exception):
+    """A shell step exited with a non-zero code."""
+
+    def __init__(self, message: str, returncode: int, stdout: str, stderr: str) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+async def _kill_process_group(proc: trio.Process) -> None:
+    """Cancellation: SIGTERM the whole process group, SIGKILL it if still alive after 5 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    with trio.move_on_after(5):
+        await proc.wait()
+        return
+    try:  # pragma: no cover - only a process that ignores SIGTERM gets here
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # pragma: no cover
+        pass
+
+
+def _placeholders(command: str) -> list[str]:
+    names: list[str] = []
+    for _, field, _, _ in string.Formatter().parse(command):
+        if field is None:
+            continue
+        if not field.isidentifier():
+            raise ValueError(
+                f"shell command {command!r}: placeholder {{{field}}} must be a plain name "
+                "(it is wired like a parameter). Write {{ and }} for literal braces."
+            )
+        if field not in names:
+            names.append(field)
+    return names
+
+
+def shell(command: str, *, name: str, cwd: str | os.PathLike[str] | None = None,
+          env: Mapping[str, str] | None = None, check: bool = True, **options: Any) -> AnyStep:
+    """A step that runs ``command`` in ``/bin/sh`` and returns its stdout as text.
+
+    ``{placeholders}`` are wired like parameters (to inputs or upstream steps) and
+    shell-quoted. ``env`` is added to the current environment. A non-zero exit fails the
+    step with a :class:`ShellError` (unless ``check=False``). Cancellation terminates the
+    process and everything it started (its own process group).
+    """
+    fields = _placeholders(command)
+    full_env = None if env is None else {**os.environ, **env}
+
+    async def run_shell(**kwargs: Any) -> str:
+        text = command.format(**{k: shlex.quote(str(v)) for k, v in kwargs.items()})
+        proc = await trio.run_process(
+            text, shell=True, capture_stdout=True, capture_stderr=True, check=False,
+            cwd=cwd, env=full_env, start_new_session=True,
+            deliver_cancel=_kill_process_group,
+        )
+        out = proc.stdout.decode(errors="replace")
+        err = proc.stderr.decode(errors="replace")
+        if check and proc.returncode != 0:
+            tail = "\n".join("    " + line for line in err.rstrip().splitlines()[-10:])
+            message = f"command exited with code {proc.returncode}: {text}"
+            if tail:
+                message += f"\n  stderr (last lines):\n{tail}"
+            raise ShellError(message, proc.returncode, out, err)
+        return out
+
+    run_shell.__name__ = run_shell.__qualname__ = name
+    params = [inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, annotation=Any)
+              for f in fields]
+    _with_signature(run_shell, params, str)
+    return Step(run_shell, name=name, defined_at=_caller_location(), **options)

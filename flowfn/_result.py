@@ -1,0 +1,228 @@
+"""What a run leaves behind: spans, the result object, events, and the step context.
+
+A :class:`Span` is created when a step is scheduled and is final when the step settles.
+Inside a step, :func:`current_span` and :func:`step_span` read the run through
+context variables, which trio copies into every task and ``trio.to_thread`` into every
+worker thread, so they work in ``async def`` and ``def`` steps alike.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._errors import exc_line
+from ._step import MISSING, Step
+
+if TYPE_CHECKING:
+    import outcome
+
+SpanStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled",
+                     "waiting"]
+RunStatus = Literal["succeeded", "failed", "waiting", "cancelled"]
+EventKind = Literal["started", "finished", "failed", "skipped", "retrying", "cancelled",
+                    "waiting"]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of a step: when it ran and how it ended (``error`` None on success)."""
+
+    number: int
+    started: float
+    ended: float
+    error: BaseException | None = None
+
+
+_FIELDS = frozenset({
+    "name", "path", "status", "reason", "input", "output", "error", "started", "ended",
+    "attempts", "attempt_log", "children", "winner", "abandoned", "attempt_started",
+})
+
+
+class Span:
+    """The record of one step (or one map item) in one run.
+
+    Times are ``trio.current_time()`` values (virtual under a ``MockClock``). Any other
+    attribute set on a span (``current_span().user_status = "active"``) is kept as a
+    custom attribute and listed in :attr:`attributes`.
+    """
+
+    def __init__(self, name: str, path: str) -> None:
+        self.name = name
+        self.path = path  # "branch1/shout" inside sub-workflows
+        self.status: SpanStatus = "pending"
+        self.reason: str | None = None
+        self.input: dict[str, Any] = {}
+        self.output: Any = None
+        self.error: BaseException | None = None
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.attempts = 0
+        self.attempt_log: list[Attempt] = []
+        self.children: dict[str, Span] = {}
+        self.winner: str | None = None  # races only
+        self.abandoned = False  # a thread left running after a timeout
+        self.attempt_started: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.ended is None:
+            return None
+        return self.ended - self.started
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The custom attributes a step set on its span."""
+        return {k: v for k, v in vars(self).items() if k not in _FIELDS}
+
+    def __repr__(self) -> str:
+        extra = f" reason={self.reason!r}" if self.reason else ""
+        return f"<Span {self.path} {self.status}{extra}>"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A step changed state. ``step`` is the step's name (its path inside sub-workflows)."""
+
+    kind: EventKind
+    step: str
+    time: float
+    span: Span
+
+
+class RunResult:
+    """The outcome of :func:`run`: the targets' output and every step's span."""
+
+    def __init__(self, *, run_id: str, status: RunStatus, output: Any, spans: dict[str, Span],
+                 failures: dict[str, BaseException], graph_name: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        self.output = output
+        self.spans = spans
+        self.failures = failures
+        self.graph_name = graph_name
+
+    def span(self, key: Step[Any, Any] | str) -> Span:
+        """The span of a step, by step object, name, or ``branch/step`` path."""
+        name = key.name if isinstance(key, Step) else key
+        span = self.spans.get(name)
+        if span is None and "/" in name:
+            head, _, rest = name.partition("/")
+            span = self.spans.get(head)
+            for part in rest.split("/") if span else ():
+                span = span.children.get(part) if span else None
+        if span is None:
+            raise KeyError(f"no step {name!r} in this run; steps: {', '.join(self.spans)}")
+        return span
+
+    def __getitem__(self, key: Step[Any, Any] | str) -> Any:
+        span = self.span(key)
+        if span.status != "succeeded":
+            why = f" ({span.reason})" if span.reason else ""
+            raise KeyError(f"step {span.path!r} has no output: it {span.status}{why}")
+        return span.output
+
+    def __iter__(self) -> Iterator[Span]:
+        return iter(self.spans.values())
+
+    def walk(self) -> Iterator[Span]:
+        """Every span, children after their parent."""
+        stack = list(reversed(self.spans.values()))
+        while stack:
+            span = stack.pop()
+            yield span
+            stack.extend(reversed(span.children.values()))
+
+    def report(self) -> str:
+        """A per-step table: status, duration, attempts and why."""
+        rows = [("step", "status", "time", "tries", "detail")]
+        for span in self.walk():
+            detail = exc_line(span.error) if span.error is not None else (span.reason or "")
+            dur = "" if span.duration is None else f"{span.duration:.3f}s"
+            rows.append((span.path, span.status, dur, str(span.attempts or ""), detail))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
+            for r in rows
+        ]
+        return "\n".join(line.rstrip() for line in lines)
+
+    def to_json(self) -> str:
+        from ._render import result_json
+
+        return result_json(self)
+
+    def to_mermaid_gantt(self) -> str:
+        from ._render import gantt
+
+        return gantt(self)
+
+    def to_chrome_trace(self) -> str:
+        from ._render import chrome_trace
+
+        return chrome_trace(self)
+
+    def __repr__(self) -> str:
+        return f"<RunResult {self.graph_name} {self.status} run_id={self.run_id!r}>"
+
+
+# --- context inside steps ----------------------------------------------------------------
+
+
+class RunView:
+    """What a running step can see of its run: the spans, and the parent run's view."""
+
+    def __init__(self, spans: dict[str, Span], parent: RunView | None) -> None:
+        self.spans = spans
+        self.parent = parent
+
+
+current_span_var: contextvars.ContextVar[Span] = contextvars.ContextVar("flowfn_span")
+current_run_var: contextvars.ContextVar[RunView] = contextvars.ContextVar("flowfn_run")
+
+
+def current_span() -> Span:
+    """This step's span. Set custom attributes on it for other steps and for traces."""
+    try:
+        return current_span_var.get()
+    except LookupError:
+        raise RuntimeError(
+            "current_span() was called outside a running step. It only works inside a "
+            "function that run() is executing."
+        ) from None
+
+
+def step_span(step: Step[Any, Any] | str, default: Any = MISSING) -> Any:
+    """The span of another step in this run (or an enclosing one).
+
+    ``default`` is returned when that step was skipped or has not run; without it, that
+    case raises ``LookupError``.
+    """
+    name = step.name if isinstance(step, Step) else step
+    try:
+        view: RunView | None = current_run_var.get()
+    except LookupError:
+        raise RuntimeError(
+            "step_span() was called outside a running step. It only works inside a "
+            "function that run() is executing."
+        ) from None
+    while view is not None:
+        span = view.spans.get(name)
+        if span is not None:
+            if span.status in ("pending", "skipped"):
+                break
+            return span
+        view = view.parent
+    if default is not MISSING:
+        return default
+    raise LookupError(
+        f"step_span({name!r}): that step was skipped or has not run. "
+        f"Pass default=None to handle it: step_span({name!r}, default=None)."
+    )
+
+
+OnEvent = Callable[[Event], object]
+OutcomeT = "outcome.Outcome[Any]"

@@ -1,0 +1,238 @@
+"""Reading a function's signature into wiring: what each parameter asks for.
+
+This module only *reads*: it turns ``def merge(users: Annotated[list[str], fetch_users])``
+into :class:`Param` records (``ref=fetch_users, mode=VALUE``). Deciding which step a
+name means, and whether the types fit, is ``_graph``'s job.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, get_args, get_origin
+
+import outcome
+from typing_extensions import Annotated
+
+from ._step import MISSING, Step
+from ._types import EMPTY, optional_inner, strip_annotated
+
+_OUTCOME_TYPES = (outcome.Outcome, outcome.Value, outcome.Error)
+
+
+class Mode(enum.Enum):
+    """How a parameter takes its upstream's result."""
+
+    VALUE = "value"  # the output; a skipped upstream skips this step too
+    OPTIONAL = "optional"  # ``T | None``: ``None`` when the upstream was skipped
+    OUTCOME = "outcome"  # ``Outcome[T]``: ``Value(x)`` or ``Error(exc)``
+    OUTCOME_LIST = "outcome_list"  # ``list[Outcome[T]]`` from a mapped step: per item
+
+
+@dataclass(frozen=True)
+class Each:
+    """Marker for a mapped parameter: ``Annotated[str, each(list_urls)]``."""
+
+    ref: Step[Any, Any] | str
+
+    def __repr__(self) -> str:
+        name = self.ref if isinstance(self.ref, str) else self.ref.name
+        return f"each({name!r})"
+
+
+def each(upstream: Step[Any, Any] | str) -> Each:
+    """Run the step once per item of ``upstream``'s output (a dynamic map / fan-out)."""
+    return Each(upstream)
+
+
+@dataclass
+class Param:
+    """One parameter as written; ``problem`` is set when the metadata is unusable."""
+
+    name: str
+    annotation: Any  # resolved, ``EMPTY`` when missing; Annotated stripped
+    value_type: Any  # the type a single upstream value must have (mode unwrapped)
+    default: Any  # ``MISSING`` when required
+    ref: Step[Any, Any] | str | None  # explicit wiring from the annotation
+    each: bool
+    mode: Mode
+    problem: tuple[str, ...] | None = None
+
+
+_eval_cache: dict[tuple[str, int], Any] = {}
+
+
+def _resolve(ann: Any, fn: Callable[..., Any]) -> Any:
+    """Evaluate a string annotation in the function's globals (and closure)."""
+    if not isinstance(ann, str):
+        return ann
+    globalns = getattr(fn, "__globals__", {})
+    key = (ann, id(globalns))
+    try:
+        return _eval_cache[key]
+    except KeyError:
+        pass
+    localns: dict[str, Any] = {}
+    closure = getattr(fn, "__closure__", None)
+    if closure:
+        for var, cell in zip(fn.__code__.co_freevars, closure, strict=False):
+            try:
+                localns[var] = cell.cell_contents
+            except ValueError:  # pragma: no cover - empty cell
+                pass
+    value = eval(ann, globalns, localns)  # noqa: S307 - annotations are the user's own code
+    if not localns:
+        _eval_cache[key] = value
+    return value
+
+
+def _raw_parameters(fn: Callable[..., Any]) -> list[tuple[str, Any, Any, bool]]:
+    """(name, raw annotation, default, is_variadic) per parameter, fast for plain functions."""
+    if type(fn) is types.FunctionType and "__signature__" not in fn.__dict__:
+        code = fn.__code__
+        n_pos = code.co_argcount + code.co_kwonlyargcount
+        names = code.co_varnames[:n_pos]
+        anns = fn.__annotations__
+        defaults = fn.__defaults__ or ()
+        kwdefaults = fn.__kwdefaults__ or {}
+        first_default = code.co_argcount - len(defaults)
+        out = []
+        for i, name in enumerate(names):
+            if i < code.co_argcount:
+                default = defaults[i - first_default] if i >= first_default else MISSING
+            else:
+                default = kwdefaults.get(name, MISSING)
+            out.append((name, anns.get(name, EMPTY), default, False))
+        if code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS):
+            out.append(("*", EMPTY, MISSING, True))
+        return out
+    sig = inspect.signature(fn)
+    return [
+        (
+            p.name,
+            EMPTY if p.annotation is inspect.Parameter.empty else p.annotation,
+            MISSING if p.default is inspect.Parameter.empty else p.default,
+            p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD),
+        )
+        for p in sig.parameters.values()
+    ]
+
+
+def return_annotation(fn: Callable[..., Any]) -> Any:
+    target = inspect.unwrap(fn)
+    anns = getattr(target, "__annotations__", {})
+    if "return" in anns:
+        try:
+            return strip_annotated(_resolve(anns["return"], target))
+        except Exception:
+            return EMPTY
+    sig = getattr(fn, "__signature__", None)
+    if sig is not None and sig.return_annotation is not inspect.Signature.empty:
+        return sig.return_annotation
+    return EMPTY
+
+
+def _called_step_problem(name: str, meta: Any, annotation: Any) -> tuple[str, ...]:
+    kind = "a coroutine object" if inspect.iscoroutine(meta) else f"a {type(meta).__name__}"
+    if inspect.iscoroutine(meta):
+        callee = meta.cr_code.co_name
+        meta.close()  # never awaited, on purpose: silence the RuntimeWarning
+    else:
+        callee = "the_step"
+    base = _type_text(strip_annotated(annotation)) if annotation is not EMPTY else "T"
+    return (
+        f"the metadata of parameter {name!r} is {kind}, not a step.",
+        "Probably you wrote:",
+        f"    {name}: Annotated[{base}, {callee}()]    # incorrect!",
+        "Instead, write (notice: no parentheses):",
+        f"    {name}: Annotated[{base}, {callee}]      # correct!",
+    )
+
+
+def _type_text(tp: Any) -> str:
+    from ._errors import type_name
+
+    return type_name(tp)
+
+
+def read_params(fn: Callable[..., Any]) -> tuple[list[Param], list[str]]:
+    """The parameters of ``fn`` as wiring records, plus problems that concern them all.
+
+    Annotation errors (a forward reference that does not exist) become problems, not
+    exceptions, so ``graph()`` can report them with every other problem.
+    """
+    target = fn
+    params: list[Param] = []
+    problems: list[str] = []
+    for name, raw, default, variadic in _raw_parameters(target):
+        if variadic:
+            problems.append(
+                "variadic parameters (*args, **kwargs) cannot be wired; "
+                "name each parameter the step needs."
+            )
+            continue
+        try:
+            ann = _resolve(raw, inspect.unwrap(target))
+        except Exception as exc:  # NameError and friends from a bad forward reference
+            params.append(Param(name, EMPTY, EMPTY, default, None, False, Mode.VALUE, (
+                f"the annotation of parameter {name!r} ({raw!r}) cannot be resolved: "
+                f"{type(exc).__name__}: {exc}.",
+                "Import the name at module level (annotations are evaluated lazily, in the "
+                "function's module), or quote nothing that does not exist.",
+            )))
+            continue
+        ref: Step[Any, Any] | str | None = None
+        is_each = False
+        problem = None
+        if get_origin(ann) is Annotated:
+            for meta in ann.__metadata__:
+                if isinstance(meta, Step | str):
+                    ref = meta
+                    break
+                if isinstance(meta, Each):
+                    ref, is_each = meta.ref, True
+                    break
+                if inspect.iscoroutine(meta) or isinstance(
+                    meta, list | dict | tuple | set | int | float | bytes | type(None)
+                ):
+                    problem = _called_step_problem(name, meta, ann)
+                    break
+                if inspect.isfunction(meta):
+                    problem = (
+                        f"the metadata of parameter {name!r} is the plain function "
+                        f"{meta.__name__!r}, not a step.",
+                        f"Decorate it with @step ({_short_loc(meta)}), or wire it by name.",
+                    )
+                    break
+            ann = strip_annotated(ann)
+        mode, value_type = _mode(ann)
+        params.append(Param(name, ann, value_type, default, ref, is_each, mode, problem))
+    return params, problems
+
+
+def _short_loc(fn: Callable[..., Any]) -> str:
+    from ._errors import location
+
+    return location(fn)
+
+
+def _mode(ann: Any) -> tuple[Mode, Any]:
+    """How the parameter takes its upstream, and the type one upstream value must have."""
+    if ann is EMPTY:
+        return Mode.VALUE, EMPTY
+    origin = get_origin(ann) or ann
+    if origin in _OUTCOME_TYPES:
+        args = get_args(ann)
+        return Mode.OUTCOME, args[0] if args else EMPTY
+    if origin is list:
+        args = get_args(ann)
+        if args and (get_origin(args[0]) or args[0]) in _OUTCOME_TYPES:
+            inner = get_args(args[0])
+            return Mode.OUTCOME_LIST, list[inner[0]] if inner else EMPTY  # type: ignore[valid-type]
+    inner = optional_inner(ann)
+    if inner is not None:
+        return Mode.OPTIONAL, ann
+    return Mode.VALUE, ann
