@@ -8,6 +8,7 @@ graph can be collected first and reported together.
 from __future__ import annotations
 
 import inspect
+import linecache
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -101,11 +102,20 @@ def relpath(path: str) -> str:
 
 
 def location(fn: Callable[..., Any]) -> str:
-    """``path:line`` of a function's ``def`` line."""
+    """``path:line`` of a function's ``def`` line (past its decorators)."""
     code = getattr(inspect.unwrap(fn), "__code__", None)
     if code is None:
         return "<unknown>"
-    return f"{relpath(code.co_filename)}:{code.co_firstlineno}"
+    line = code.co_firstlineno
+    if code.co_name != "<lambda>":
+        for offset in range(50):
+            text = linecache.getline(code.co_filename, line + offset).lstrip()
+            if not text:
+                break
+            if text.startswith(("def ", "async def ")):
+                line += offset
+                break
+    return f"{relpath(code.co_filename)}:{line}"
 
 
 def def_line(fn: Callable[..., Any], name: str, *, annotations: bool = False) -> str:

@@ -271,9 +271,10 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
 
     def unknown_step(info: _Info, what: str, ref: str) -> None:
         lines = [f"{what} is wired to step {ref!r}, but no step has that name."]
-        guess = did_you_mean(ref, known)
+        nearby = {**_module_steps(info.globalns), **known}
+        guess = did_you_mean(ref, nearby)
         if guess:
-            lines.append(f"Did you mean {guess!r} ({known[guess].location})?")
+            lines.append(f"Did you mean {guess!r} ({nearby[guess].location})?")
         lines.append(f"Steps in this graph: {available()}.")
         problems.append(Problem(_where(info.step, info), tuple(lines), info.step.name))
 

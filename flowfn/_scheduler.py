@@ -293,7 +293,7 @@ class Runner:
                         named.release()
             except Exception as exc:
                 now = trio.current_time()
-                span.attempt_log.append(Attempt(attempt, span.started or now, now, exc))
+                span.attempt_log.append(Attempt(attempt, span.attempt_started or now, now, exc))
                 if attempt < total and isinstance(exc, step.retry_on):
                     span.error = exc
                     self._emit("retrying", span)
@@ -425,6 +425,7 @@ class Runner:
                     out.send_nowait(("count", count))
         for out in outlets:
             out.close()
+        span.children = dict(sorted(span.children.items(), key=lambda kv: _item_index(kv[0])))
         span.ended = trio.current_time()
         if isinstance(count, _Skip):
             return self._skip(span, count)
@@ -558,6 +559,10 @@ class Runner:
         except Exception as exc:  # a broken callback must not break the run
             warnings.warn(f"on_event callback raised {exc_line(exc)}", RuntimeWarning,
                           stacklevel=1)
+
+
+def _item_index(name: str) -> int:
+    return int(name.rpartition("[")[2].rstrip("]"))
 
 
 async def _constant(value: Any) -> Any:
