@@ -208,7 +208,7 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
             ))
     title = f"graph({name or ', '.join(labels)})"
     if not given and not problems:
-        raise GraphError(title, [Problem("", ("graph() needs at least one step, module or graph.",))])
+        raise GraphError(title, [Problem("", ("graph() needs a step, a module or a graph.",))])
 
     infos: dict[AnyStep, _Info] = {}
     known: dict[str, AnyStep] = {}

@@ -12,9 +12,10 @@ import collections.abc
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_args, get_origin
+from typing import Any, get_origin
 
 import cattrs
+import cattrs.cols
 import msgspec
 
 from ._errors import InputError, did_you_mean, type_name
@@ -102,10 +103,19 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(bool, _strict_bool)
-    conv.register_structure_hook(Any, lambda v, _: v)  # type: ignore[arg-type]
+    conv.register_structure_hook(Any, lambda v, _: v)
 
     def no_text_as_collection(tp: Any) -> Any:
-        base = conv._structure_func.dispatch_without_caching(tp)  # cattrs' own list hook
+        origin = get_origin(tp) or tp
+        base: Any
+        if issubclass(origin, tuple):
+            base = conv._structure_tuple
+        elif issubclass(origin, frozenset):
+            base = conv._structure_frozenset
+        elif issubclass(origin, collections.abc.Set):
+            base = conv._structure_set
+        else:  # list, Sequence, Iterable, ...: cattrs' own list hook
+            base = cattrs.cols.list_structure_factory(tp, conv)
         expected = type_name(tp)
 
         def hook(value: Any, t: Any) -> Any:
@@ -186,22 +196,11 @@ def schema_of(tp: Any) -> dict[str, Any]:
     (out,), components = msgspec.json.schema_components([tp])
     if "$ref" in out and components:
         name = out["$ref"].rsplit("/", 1)[-1]
-        top = dict(components.pop(name))
+        top: dict[str, Any] = dict(components.pop(name))
         if components:
             top["$defs"] = components
-        return _fix_refs(top)
-    if components:
-        out = dict(out, **{"$defs": components})
-    return _fix_refs(out)
-
-
-def _fix_refs(schema: Any) -> Any:
-    """msgspec writes ``#/$defs/X``; keep it, but make sure nested dicts are copies."""
-    if isinstance(schema, dict):
-        return {k: _fix_refs(v) for k, v in schema.items()}
-    if isinstance(schema, list):
-        return [_fix_refs(v) for v in schema]
-    return schema
+        return top
+    return {**out, "$defs": components} if components else dict(out)
 
 
 def input_schema(specs: Mapping[str, InputSpec]) -> dict[str, Any]:
@@ -230,6 +229,3 @@ def input_schema(specs: Mapping[str, InputSpec]) -> dict[str, Any]:
         out["$defs"] = components
     return out
 
-
-def type_args(tp: Any) -> tuple[Any, ...]:
-    return get_args(tp)

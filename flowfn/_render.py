@@ -52,7 +52,7 @@ def graph_dot(g: Graph) -> str:
         shape = "diamond" if n.members else "box3d" if n.step.container else "box"
         lines.append(f'    "{n.name}" [shape={shape}];')
     for up, down, label in _edges(g):
-        style = ' [style=dashed, label="%s"]' % label if label in ("after", "race") else (
+        style = f' [style=dashed, label="{label}"]' if label in ("after", "race") else (
             f' [label="{label}"]' if label else "")
         lines.append(f'    "{up}" -> "{down}"{style};')
     lines.append("}")

@@ -17,7 +17,7 @@ from ._errors import exc_line
 from ._step import MISSING, Step
 
 if TYPE_CHECKING:
-    import outcome
+    pass
 
 SpanStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled",
                      "waiting"]

@@ -51,7 +51,9 @@ async def arun(
     checked = check_overrides(g, overrides or {}, f"run({g.name}, overrides=...)")
     check_limits(g, limits or {}, f"run({g.name}, limits=...)")
     if max_concurrency is not None and max_concurrency < 1:
-        raise ValueError(f"max_concurrency must be >= 1 (or None for no cap), got {max_concurrency}")
+        raise ValueError(
+            f"max_concurrency must be >= 1 (or None for no cap), got {max_concurrency}"
+        )
     values = structure_inputs(g.name, g.inputs, inputs or {}, context=context)
     shared = Shared(
         {name: trio.CapacityLimiter(cap) for name, cap in (limits or {}).items()},
@@ -64,7 +66,9 @@ async def arun(
         await runner.execute()
     if scope.cancelled_caught:
         timed_out = True
-        runner.stop_reason = runner.stop_reason or f"cancelled: the run timed out after {timeout:g}s"
+        runner.stop_reason = (
+            runner.stop_reason or f"cancelled: the run timed out after {timeout:g}s"
+        )
     finish_spans(runner.spans, runner.stop_reason)
     failed = timed_out or runner.failure is not None
     status: RunStatus = "failed" if failed else "succeeded"

@@ -26,7 +26,7 @@ from typing import Any
 import outcome
 import trio
 
-from ._errors import GraphError, MapLengthError, Problem, RunFailed, StepTimeout, exc_line
+from ._errors import GraphError, MapLengthError, Problem, StepTimeout, exc_line
 from ._executors import call
 from ._graph import Binding, Graph, Node
 from ._inputs import structure_inputs
@@ -35,7 +35,6 @@ from ._result import (
     Attempt,
     Event,
     EventKind,
-    RunResult,
     RunView,
     Span,
     current_run_var,
@@ -270,7 +269,7 @@ class Runner:
     # --- attempts: retries, timeouts, slots --------------------------------------------
 
     async def _attempts(self, node: Node, span: Span, fn: Callable[[], Awaitable[Any]], *,
-                        slot: bool = True) -> Result:
+                        slot: bool = True) -> outcome.Value[Any] | outcome.Error:
         step = node.step
         total = step.retries + 1
         named = self.shared.limiters.get(step.limit) if step.limit else None
@@ -305,7 +304,7 @@ class Runner:
                 self._emit("failed", span)
                 return outcome.Error(exc)
             now = trio.current_time()
-            span.attempt_log.append(Attempt(attempt, span.attempt_started, now))
+            span.attempt_log.append(Attempt(attempt, span.attempt_started or now, now))
             span.status = "succeeded"
             span.error = None
             span.output = value
@@ -433,7 +432,7 @@ class Runner:
             i, exc = first_error[0]
             if node.collect_items:
                 self.item_results[node.index] = [results[k] for k in range(count)]
-            for k, child in span.children.items():
+            for child in span.children.values():
                 if child.status == "cancelled":
                     child.reason = f"cancelled because item [{i}] failed"
             span.status = "failed"
@@ -461,7 +460,7 @@ class Runner:
 
     async def _race(self, node: Node, span: Span) -> Any:
         """First successful contestant wins; the others are cancelled before we return."""
-        errors: list[BaseException] = []
+        errors: list[Exception] = []
         member_results: dict[Node, Result] = {}
 
         async def contest(m: Node) -> None:
@@ -479,7 +478,7 @@ class Runner:
                     if other is not m:
                         self.spans[other.name].reason = f"lost the race {node.name!r} to {m.name!r}"
                 inner.cancel_scope.cancel()
-            elif isinstance(res, outcome.Error):
+            elif isinstance(res, outcome.Error) and isinstance(res.error, Exception):
                 errors.append(res.error)
 
         async with trio.open_nursery() as inner:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import collections.abc
 import types
 import typing
-from typing import Any, TypeVar, Union, get_args, get_origin
-
-from typing_extensions import Annotated
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 _UNION_TYPES: tuple[Any, ...] = (Union, types.UnionType)
 _NUMERIC_PROMOTION = {float: (int,), complex: (int, float)}

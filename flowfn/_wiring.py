@@ -12,10 +12,9 @@ import inspect
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, get_args, get_origin
+from typing import Annotated, Any, get_args, get_origin
 
 import outcome
-from typing_extensions import Annotated
 
 from ._step import MISSING, Step
 from ._types import EMPTY, optional_inner, strip_annotated
@@ -83,7 +82,7 @@ def _resolve(ann: Any, fn: Callable[..., Any]) -> Any:
                 localns[var] = cell.cell_contents
             except ValueError:  # pragma: no cover - empty cell
                 pass
-    value = eval(ann, globalns, localns)  # noqa: S307 - annotations are the user's own code
+    value = eval(ann, globalns, localns)
     if not localns:
         _eval_cache[key] = value
     return value
@@ -230,9 +229,8 @@ def _mode(ann: Any) -> tuple[Mode, Any]:
     if origin is list:
         args = get_args(ann)
         if args and (get_origin(args[0]) or args[0]) in _OUTCOME_TYPES:
-            inner = get_args(args[0])
-            return Mode.OUTCOME_LIST, list[inner[0]] if inner else EMPTY  # type: ignore[valid-type]
-    inner = optional_inner(ann)
-    if inner is not None:
+            item = get_args(args[0])
+            return Mode.OUTCOME_LIST, list[item[0]] if item else EMPTY  # type: ignore[valid-type]
+    if optional_inner(ann) is not None:
         return Mode.OPTIONAL, ann
     return Mode.VALUE, ann
