@@ -116,17 +116,20 @@ class Runner:
     # --- the run ---------------------------------------------------------------------
 
     async def execute(self) -> None:
-        current_run_var.set(self.view)
         for n in self.graph.nodes:
             for d in n.streams_to:
                 send, recv = trio.open_memory_channel[Any](math.inf)
                 self.streams[(n.index, d.index)] = send
                 self.stream_recv[d.index] = recv
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
-            for n in self.graph.nodes:
-                if not n.deps and n.owner is None:
-                    nursery.start_soon(self._run_node, n, name=n.name)
+        token = current_run_var.set(self.view)  # inherited by every task spawned below
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                for n in self.graph.nodes:
+                    if not n.deps and n.owner is None:
+                        nursery.start_soon(self._run_node, n, name=n.name)
+        finally:
+            current_run_var.reset(token)
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -242,12 +245,14 @@ class Runner:
 
     async def _predicate(self, node: Node, span: Span) -> Result | None:
         """Evaluate ``when=``: None to go on, or the node's result (skip or failure)."""
-        assert node.when is not None and node.step.when is not None
+        predicate = node.step.when
+        if predicate is None or node.when is None:
+            return None
         args = self._gather(node, node.when, span)
         if isinstance(args, _Skip):
             return self._skip(span, args)
         try:
-            verdict = node.step.when(**args)
+            verdict = predicate(**args)
             if hasattr(verdict, "__await__"):
                 verdict = await verdict
         except Exception as exc:
@@ -376,9 +381,13 @@ class Runner:
                 else:
                     send_item(msg[1], dict(kwargs, **{param: msg[2]}))
             res = self.results[up.index]
-            if count is None or not isinstance(res, outcome.Value):
+            if not isinstance(res, outcome.Value):
                 why = "failed" if isinstance(res, outcome.Error) else "was skipped"
                 return _Skip(f"upstream {up.name!r} {why}")
+            if count is None:  # the upstream produced its list at once (e.g. an override)
+                count = len(res.value)
+                for i, value in enumerate(res.value):
+                    send_item(i, dict(kwargs, **{param: value}))
             return count
 
         return await self._run_items(node, span, fn, source)
@@ -514,7 +523,6 @@ class Runner:
         child = Runner(sub, values, self.shared, overrides=overrides, prefix=prefix,
                        spans=span.children, parent=self.view)
         await child.execute()
-        current_run_var.set(self.view)
         if child.failure is not None:
             raise SubflowFailed(child.failure)
         return child.output()
@@ -523,6 +531,8 @@ class Runner:
 
     def _settle(self, node: Node, result: Result) -> None:
         self.results[node.index] = result
+        for d in node.streams_to:  # item-by-item consumers: no more items will come
+            self.streams[(node.index, d.index)].close()
         if isinstance(result, outcome.Error):
             span = self.spans[node.name]
             exc = result.error
