@@ -55,10 +55,13 @@ class Node:
     outcome_consumers: int = 0  # parameters taking this node as Outcome / list[Outcome]
     collect_items: bool = False  # some consumer wants list[Outcome]: no fail-fast map
     output_type: Any = EMPTY
+    name: str = ""  # the step's name, copied: read on every scheduling decision
+    kind: str = "function"  # or the container's kind: "race", "subflow"
 
-    @property
-    def name(self) -> str:
-        return self.step.name
+    def __post_init__(self) -> None:
+        self.name = self.step.name
+        if self.step.container is not None:
+            self.kind = self.step.container.kind
 
     def __repr__(self) -> str:
         return f"<node {self.name}>"

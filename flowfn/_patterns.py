@@ -49,6 +49,8 @@ def _with_signature(fn: Any, params: list[inspect.Parameter], returns: Any) -> A
 class RaceSpec:
     """The contestants of a race step."""
 
+    kind = "race"
+
     def __init__(self, contestants: list[AnyStep]) -> None:
         self.contestants = contestants
 
@@ -89,6 +91,8 @@ def race(*contestants: AnyStep, name: str | None = None, **options: Any) -> AnyS
 
 class SubflowSpec:
     """A sub-graph and the fixed values for some of its inputs."""
+
+    kind = "subflow"
 
     def __init__(self, graph: Graph, fixed: dict[str, Any]) -> None:
         self.graph = graph

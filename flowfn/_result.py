@@ -38,7 +38,7 @@ class Attempt:
 
 _FIELDS = frozenset({
     "name", "path", "status", "reason", "input", "output", "error", "started", "ended",
-    "attempts", "attempt_log", "children", "winner", "abandoned", "attempt_started",
+    "attempts", "_log", "children", "winner", "abandoned", "attempt_started",
 })
 
 
@@ -61,11 +61,22 @@ class Span:
         self.started: float | None = None
         self.ended: float | None = None
         self.attempts = 0
-        self.attempt_log: list[Attempt] = []
+        self._log: list[Attempt] = []
         self.children: dict[str, Span] = {}
         self.winner: str | None = None  # races only
         self.abandoned = False  # a thread left running after a timeout
         self.attempt_started: float | None = None
+
+    @property
+    def attempt_log(self) -> list[Attempt]:
+        """Every attempt, in order: when it started and ended, and its error if it failed."""
+        if self._log or self.started is None or self.ended is None or self.attempts != 1:
+            return list(self._log)
+        # A single try is not logged while running (the hot path); it is the span itself.
+        return [Attempt(1, self.started, self.ended, self.error)]
+
+    def log_attempt(self, attempt: Attempt) -> None:
+        self._log.append(attempt)
 
     @property
     def duration(self) -> float | None:

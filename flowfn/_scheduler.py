@@ -30,7 +30,7 @@ from ._errors import GraphError, MapLengthError, Problem, StepTimeout, exc_line
 from ._executors import call
 from ._graph import Binding, Graph, Node
 from ._inputs import structure_inputs
-from ._patterns import RaceSpec, SubflowSpec
+from ._patterns import SubflowSpec
 from ._result import (
     Attempt,
     Event,
@@ -177,19 +177,22 @@ class Runner:
             if verdict is not None:
                 return verdict
         span.input = kwargs
-        override = self.overrides.get(node, MISSING)
-        if override is not MISSING and (
-            isinstance(override, BaseException) or not callable(override)
-        ):
-            return await self._attempts(node, span, lambda: _constant(override), slot=False)
-        spec = node.step.container
-        if isinstance(spec, RaceSpec):
+        fn = node.step.fn
+        if self.overrides:
+            override = self.overrides.get(node, MISSING)
+            if override is not MISSING:
+                if isinstance(override, BaseException) or not callable(override):
+                    return await self._attempts(node, span, lambda: _constant(override),
+                                                slot=False)
+                fn = override
+        if node.kind == "race":
             return await self._attempts(node, span, lambda: self._race(node, span), slot=False)
-        if isinstance(spec, SubflowSpec):
+        if node.kind == "subflow":
+            spec = node.step.container
+            assert isinstance(spec, SubflowSpec)
             return await self._attempts(
                 node, span, lambda: self._subflow(node, span, spec, kwargs), slot=False
             )
-        fn = override if override is not MISSING else node.step.fn
         if node.stream_from is not None:
             return await self._stream_map(node, span, kwargs, fn)
         if node.mapped:
@@ -198,10 +201,14 @@ class Runner:
 
     def _caller(self, node: Node, fn: Callable[..., Any],
                 kwargs: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
+        """One attempt as a zero-argument coroutine function (the hot path: no wrappers
+        around ``async def`` steps)."""
         step = node.step
         executor = step.executor
         if fn is not step.fn:  # an override function: run it the way it is written
             executor = "async" if _is_async(fn) else "inline"
+        if executor == "async":
+            return lambda: fn(**kwargs)
         abandon = step.timeout is not None
         return lambda: call(fn, kwargs, executor, abandon=abandon)
 
@@ -229,9 +236,9 @@ class Runner:
                 kwargs[b.param] = list(items)
                 continue
             res = results[up.index]
-            if isinstance(res, outcome.Value):
+            if type(res) is outcome.Value:  # exact type: an ABC isinstance is slow here
                 kwargs[b.param] = res if b.mode is Mode.OUTCOME else res.value
-            elif isinstance(res, outcome.Error):
+            elif type(res) is outcome.Error:
                 if b.mode is Mode.OUTCOME:
                     kwargs[b.param] = res
                 else:
@@ -279,6 +286,8 @@ class Runner:
         total = step.retries + 1
         named = self.shared.limiters.get(step.limit) if step.limit else None
         glob = self.shared.global_limiter if slot else None
+        if total == 1 and named is None and glob is None and step.timeout is None:
+            return await self._single_attempt(span, fn)
         for attempt in range(1, total + 1):
             span.attempts = attempt
             try:
@@ -297,7 +306,7 @@ class Runner:
                         named.release()
             except Exception as exc:
                 now = trio.current_time()
-                span.attempt_log.append(Attempt(attempt, span.attempt_started or now, now, exc))
+                span.log_attempt(Attempt(attempt, span.attempt_started or now, now, exc))
                 if attempt < total and isinstance(exc, step.retry_on):
                     span.error = exc
                     self._emit("retrying", span)
@@ -309,7 +318,7 @@ class Runner:
                 self._emit("failed", span)
                 return outcome.Error(exc)
             now = trio.current_time()
-            span.attempt_log.append(Attempt(attempt, span.attempt_started or now, now))
+            span.log_attempt(Attempt(attempt, span.attempt_started or now, now))
             span.status = "succeeded"
             span.error = None
             span.output = value
@@ -317,6 +326,29 @@ class Runner:
             self._emit("finished", span)
             return outcome.Value(value)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _single_attempt(self, span: Span, fn: Callable[[], Awaitable[Any]],
+                              ) -> outcome.Value[Any] | outcome.Error:
+        """``_attempts`` for the common step: one try, no slot, no deadline."""
+        span.attempts = 1
+        span.attempt_started = span.started = trio.current_time()
+        span.status = "running"
+        if self.shared.on_event is not None:
+            self._emit("started", span)
+        try:
+            value = await fn()
+        except Exception as exc:
+            span.status = "failed"
+            span.error = exc
+            span.ended = trio.current_time()
+            self._emit("failed", span)
+            return outcome.Error(exc)
+        span.status = "succeeded"
+        span.output = value
+        span.ended = trio.current_time()
+        if self.shared.on_event is not None:
+            self._emit("finished", span)
+        return outcome.Value(value)
 
     async def _attempt(self, node: Node, span: Span, fn: Callable[[], Awaitable[Any]],
                        attempt: int) -> Any:
@@ -533,7 +565,7 @@ class Runner:
         self.results[node.index] = result
         for d in node.streams_to:  # item-by-item consumers: no more items will come
             self.streams[(node.index, d.index)].close()
-        if isinstance(result, outcome.Error):
+        if type(result) is outcome.Error:
             span = self.spans[node.name]
             exc = result.error
             inner = exc.failure if isinstance(exc, SubflowFailed) else None

@@ -63,6 +63,8 @@ def backoff_delay(backoff: BackoffLike, attempt: int) -> float:
 class Container(Protocol):
     """What a step built by a pattern helper (``race``, ``subflow``) tells ``graph()``."""
 
+    kind: str  # "race" or "subflow": how the scheduler runs it
+
     def members(self) -> list[Step[Any, Any]]:
         """Steps that run inside this one (a race's contestants)."""
         ...
