@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -61,14 +60,8 @@ async def arun(
         on_event,
     )
     runner = Runner(g, values, shared, overrides=checked)
-    timed_out = False
-    with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
-        await runner.execute()
-    if scope.cancelled_caught:
-        timed_out = True
-        runner.stop_reason = (
-            runner.stop_reason or f"cancelled: the run timed out after {timeout:g}s"
-        )
+    await runner.execute(timeout)
+    timed_out = runner.timed_out
     finish_spans(runner.spans, runner.stop_reason)
     failed = timed_out or runner.failure is not None
     status: RunStatus = "failed" if failed else "succeeded"

@@ -93,7 +93,8 @@ class Runner:
 
     def __init__(self, graph: Graph, values: dict[str, Any], shared: Shared, *,
                  overrides: Mapping[str, Any], prefix: str = "",
-                 spans: dict[str, Span] | None = None, parent: RunView | None = None) -> None:
+                 spans: dict[str, Span] | None = None, parent: RunView | None = None,
+                 parent_runner: Runner | None = None) -> None:
         self.graph = graph
         self.values = values
         self.shared = shared
@@ -112,10 +113,14 @@ class Runner:
         self.streams: dict[tuple[int, int], trio.MemorySendChannel[Any]] = {}
         self.stream_recv: dict[int, trio.MemoryReceiveChannel[Any]] = {}
         self.nursery: trio.Nursery
+        self.timed_out = False
+        self.timeout: float | None = None
+        self.parent_runner = parent_runner
 
     # --- the run ---------------------------------------------------------------------
 
-    async def execute(self) -> None:
+    async def execute(self, timeout: float | None = None) -> None:
+        """Run the graph to the end (or until it fails or ``timeout`` seconds pass)."""
         for n in self.graph.nodes:
             for d in n.streams_to:
                 send, recv = trio.open_memory_channel[Any](math.inf)
@@ -125,11 +130,18 @@ class Runner:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
+                if timeout is not None:
+                    nursery.cancel_scope.deadline = trio.current_time() + timeout
+                    self.timeout = timeout
                 for n in self.graph.nodes:
                     if not n.deps and n.owner is None:
                         nursery.start_soon(self._run_node, n, name=n.name)
         finally:
             current_run_var.reset(token)
+        if self.nursery.cancel_scope.cancelled_caught and self.stop_reason is None:
+            self.timed_out = True
+            self.stop_reason = f"cancelled: the run timed out after {timeout:g}s"
+            finish_spans(self.spans, self.stop_reason)
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -150,10 +162,11 @@ class Runner:
 
     async def _run_node(self, node: Node) -> None:
         span = self.spans[node.name]
-        if self.stop_reason is not None:
-            return
+        if self.stop_reason is not None or self.nursery.cancel_scope.cancel_called:
+            return  # the run is stopping (failure or deadline): never start anything new
         current_span_var.set(span)
         try:
+            await trio.lowlevel.checkpoint_if_cancelled()  # an outer cancel: don't start
             result = await self._body(node, span)
         except trio.Cancelled:
             self._cancelled(span)
@@ -163,9 +176,21 @@ class Runner:
     def _cancelled(self, span: Span) -> None:
         if span.status in ("pending", "running"):
             span.status = "cancelled"
-            span.reason = span.reason or self.stop_reason or "cancelled"
+            if span.reason is None:
+                why = self.why_stopped()
+                span.reason = why if span.started is not None else f"never started: {why}"
             span.ended = trio.current_time()
             self._emit("cancelled", span)
+
+    def why_stopped(self) -> str:
+        """Why this run (or an enclosing one) is cancelling its steps."""
+        if self.stop_reason is not None:
+            return self.stop_reason
+        if self.timeout is not None and self.nursery.cancel_scope.cancel_called:
+            return f"cancelled: the run timed out after {self.timeout:g}s"
+        if self.parent_runner is not None:
+            return self.parent_runner.why_stopped()
+        return "cancelled from outside the run"
 
     async def _body(self, node: Node, span: Span) -> Result:
         """Run a node whose dependencies have settled: skip it, or produce its result."""
@@ -363,14 +388,21 @@ class Runner:
             return await fn()
         with trio.move_on_after(timeout) as scope:
             return await fn()
-        # only our own deadline lands here; an outer cancellation propagates instead
-        if span.status == "running" and node.step.executor == "thread":
-            span.abandoned = True
+        # Only our own deadline lands here: when an enclosing scope is cancelled too,
+        # trio lets that cancellation propagate instead, so this is never a false timeout.
+        del scope
+        note = ""
+        if node.step.executor == "thread":
+            span.abandoned = True  # Python threads cannot be interrupted: it runs on
+            note = "; its worker thread was abandoned and runs until the function returns"
         if node.step.on_timeout is not MISSING:
-            span.reason = f"timed out after {timeout:g}s; returned on_timeout"
+            span.reason = f"timed out after {timeout:g}s, returned on_timeout{note}"
             return node.step.on_timeout
-        assert scope.cancelled_caught
-        raise StepTimeout(f"step {span.path!r} timed out after {timeout:g}s (attempt {attempt})")
+        if note:
+            span.reason = f"timed out after {timeout:g}s{note}"
+        raise StepTimeout(
+            f"step {span.path!r} timed out after {timeout:g}s (attempt {attempt}){note}"
+        )
 
     # --- maps --------------------------------------------------------------------------
 
@@ -553,7 +585,7 @@ class Runner:
                      if k.startswith(node.name + "/")}
         span.children.clear()
         child = Runner(sub, values, self.shared, overrides=overrides, prefix=prefix,
-                       spans=span.children, parent=self.view)
+                       spans=span.children, parent=self.view, parent_runner=self)
         await child.execute()
         if child.failure is not None:
             raise SubflowFailed(child.failure)
@@ -578,7 +610,7 @@ class Runner:
         self._wake(node)
 
     def _wake(self, node: Node) -> None:
-        if self.stop_reason is not None:
+        if self.stop_reason is not None or self.nursery.cancel_scope.cancel_called:
             return
         pending = self.pending
         for d in node.dependents:
