@@ -370,10 +370,19 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
             member.owner = race_node
             race_node.members.append(member)
             consumed.add(m)
-            for d in member.deps:
-                if d not in race_node.deps and d is not race_node:
-                    race_node.deps.append(d)
-            member.deps = [race_node]
+    # The outermost race waits for every upstream of its (nested) contestants; each
+    # contestant settles when its own race does.
+    for race_node in nodes.values():
+        if race_node.members and race_node.owner is None:
+            outer_deps = dict.fromkeys(race_node.deps)
+            inside = set(_race_tree(race_node))
+            for member in _race_tree(race_node):
+                outer_deps.update((d, None) for d in member.deps if d not in inside)
+            race_node.deps = [d for d in outer_deps if d is not race_node]
+            for member in _race_tree(race_node):
+                if member is not race_node:
+                    assert member.owner is not None
+                    member.deps = [member.owner]
 
     _check_types(nodes, infos, problems)
     order = _toposort(list(nodes.values()), infos, problems)
@@ -401,6 +410,14 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
         targets.extend(s for s in steps if s not in consumed)
     target_nodes = list(dict.fromkeys(nodes[t] for t in targets))
     return Graph(name or ", ".join(labels), order, target_nodes, inputs)
+
+
+def _race_tree(node: Node) -> list[Node]:
+    """A race and everything racing inside it, races of races included."""
+    out = [node]
+    for m in node.members:
+        out.extend(_race_tree(m))
+    return out
 
 
 def _link_streams(order: list[Node]) -> None:

@@ -548,8 +548,9 @@ class Runner:
             if isinstance(res, outcome.Value) and span.winner is None:
                 span.winner = m.name
                 for other in node.members:
-                    if other is not m:
-                        self.spans[other.name].reason = f"lost the race {node.name!r} to {m.name!r}"
+                    ospan = self.spans[other.name]
+                    if other is not m and ospan.status in ("pending", "running"):
+                        ospan.reason = f"lost the race {node.name!r} to {m.name!r}"
                 inner.cancel_scope.cancel()
             elif isinstance(res, outcome.Error) and isinstance(res.error, Exception):
                 errors.append(res.error)
