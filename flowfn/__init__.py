@@ -12,6 +12,8 @@ from ._errors import StepTimeout as StepTimeout
 from ._graph import Graph as Graph
 from ._graph import graph as graph
 from ._inputs import InputSpec as InputSpec
+from ._notebook import NotebookError as NotebookError
+from ._notebook import notebook as notebook
 from ._patterns import ShellError as ShellError
 from ._patterns import race as race
 from ._patterns import shell as shell
@@ -40,6 +42,7 @@ __all__ = [
     "InputError",
     "InputSpec",
     "MapLengthError",
+    "NotebookError",
     "Outcome",
     "RunFailed",
     "RunResult",
@@ -52,6 +55,7 @@ __all__ = [
     "current_span",
     "each",
     "graph",
+    "notebook",
     "race",
     "run",
     "shell",
