@@ -224,7 +224,8 @@ def notebook(path: str | os.PathLike[str], *, name: str,
 
     params: list[inspect.Parameter] = []
     fixed: dict[str, Any] = {}
-    for pname in list(declared) + [k for k in given if k not in declared]:
+    order = list(declared) + [k for k in given if k not in declared]
+    for pname in order:
         tp, default = declared.get(pname, (Any, _NOT_LITERAL))
         if pname in given:
             value = given[pname]
@@ -241,7 +242,8 @@ def notebook(path: str | os.PathLike[str], *, name: str,
 
     async def run_notebook(**kwargs: Any) -> Path:
         step_path = _current_path(name)
-        code = _injected_source({**fixed, **kwargs}, step_path)
+        given = {**fixed, **kwargs}  # injected in the parameters cell's order
+        code = _injected_source({k: given[k] for k in order if k in given}, step_path)
         out = _output_path(src, out_dir, step_path)
         args = [sys.executable, "-m", "flowfn._notebook", str(src), str(out),
                 "--cwd", str(run_dir)]
