@@ -50,6 +50,10 @@ EXTRA = "pip install 'flowfn[notebook]'"
 _MARKER = "flowfn-notebook-error: "
 _INJECTED_TAG = "injected-parameters"
 _NOT_LITERAL: Any = object()
+# `python -m flowfn._notebook`, finding this very flowfn even when it is not installed
+_RUNNER = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+           "from flowfn._notebook import main; sys.exit(main())")
+_HOME = str(Path(__file__).resolve().parent.parent)
 _SIMPLE_TYPES = {t.__name__: t for t in (int, float, str, bool, bytes, list, dict, tuple, set)}
 
 
@@ -242,11 +246,10 @@ def notebook(path: str | os.PathLike[str], *, name: str,
 
     async def run_notebook(**kwargs: Any) -> Path:
         step_path = _current_path(name)
-        given = {**fixed, **kwargs}  # injected in the parameters cell's order
-        code = _injected_source({k: given[k] for k in order if k in given}, step_path)
+        values = {**fixed, **kwargs}  # injected in the parameters cell's order
+        code = _injected_source({k: values[k] for k in order if k in values}, step_path)
         out = _output_path(src, out_dir, step_path)
-        args = [sys.executable, "-m", "flowfn._notebook", str(src), str(out),
-                "--cwd", str(run_dir)]
+        args = [sys.executable, "-c", _RUNNER, _HOME, str(src), str(out), "--cwd", str(run_dir)]
         if kernel_name is not None:
             args += ["--kernel", kernel_name]
         with real_work():  # real time passes: don't let a MockClock's autojump leap
