@@ -10,6 +10,8 @@ from __future__ import annotations
 import inspect
 import linecache
 import os
+import types
+import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
@@ -45,6 +47,8 @@ def _count(n: int, word: str) -> str:
 class GraphError(Exception):
     """The graph cannot run: every problem found, each with its source location."""
 
+    __module__ = "flowfn"  # tracebacks show flowfn.GraphError (DESIGN §8)
+
     def __init__(self, context: str, problems: Sequence[Problem], *, blank: bool = True):
         self.context = context
         self.problems = list(problems)
@@ -56,6 +60,8 @@ class GraphError(Exception):
 class InputError(Exception):
     """Inputs (or human answers) that cannot be converted, all listed as data paths."""
 
+    __module__ = "flowfn"  # tracebacks show flowfn.InputError (DESIGN §8)
+
     def __init__(self, context: str, problems: Sequence[str], *, noun: str = "input"):
         self.context = context
         self.problems = list(problems)
@@ -66,9 +72,13 @@ class InputError(Exception):
 class StepTimeout(TimeoutError):
     """A step's own ``timeout=`` deadline fired before it finished."""
 
+    __module__ = "flowfn"  # tracebacks show flowfn.StepTimeout (DESIGN §8)
+
 
 class MapLengthError(ValueError):
     """The ``each()`` parameters of a mapped step received lists of different lengths."""
+
+    __module__ = "flowfn"  # tracebacks show flowfn.MapLengthError (DESIGN §8)
 
 
 class RunFailed(Exception):
@@ -79,6 +89,8 @@ class RunFailed(Exception):
     failing step (a ``branch/step`` path inside sub-workflows) and ``.attempt`` the
     attempt that failed.
     """
+
+    __module__ = "flowfn"  # tracebacks show flowfn.RunFailed (DESIGN §8)
 
     def __init__(self, message: str, result: RunResult, *, step: str | None = None,
                  attempt: int = 0, attempts: int = 0):
@@ -138,13 +150,60 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
+def _class_name(cls: type) -> str:
+    """``Item`` for a user class (even one defined in a function), ``int`` for a builtin."""
+    if cls.__module__ == "builtins":
+        return cls.__name__
+    return cls.__qualname__.rpartition("<locals>.")[2]
+
+
 def type_name(tp: Any) -> str:
-    """``list[str]`` rather than ``<class 'list'>``."""
-    if tp is type(None):
+    """A type as the user wrote it, briefly: ``list[Item]`` rather than ``list[mod.Item]``.
+
+    Generic arguments are rendered the same way, recursively; ``Annotated`` metadata is
+    left out.
+    """
+    if tp is None or tp is type(None):
         return "None"
-    if isinstance(tp, type) and not getattr(tp, "__args__", None):
-        return tp.__qualname__ if tp.__module__ != "builtins" else tp.__name__
+    if tp is Ellipsis:
+        return "..."
+    if isinstance(tp, str):
+        return tp
+    if isinstance(tp, typing.ForwardRef):
+        return tp.__forward_arg__
+    if isinstance(tp, list):  # the parameter list of Callable[[int, str], bool]
+        return "[" + ", ".join(type_name(a) for a in tp) + "]"
+    if isinstance(tp, typing.TypeVar | typing.ParamSpec | typing.NewType):
+        return tp.__name__
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        return type_name(args[0])
+    if origin is types.UnionType:
+        return " | ".join(type_name(a) for a in args)
+    if origin is typing.Union:
+        rest = [a for a in args if a is not type(None)]
+        if getattr(tp, "_name", None) == "Optional" and len(rest) == 1:
+            return f"Optional[{type_name(rest[0])}]"
+        return f"Union[{', '.join(type_name(a) for a in args)}]"
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    if origin is not None and args:
+        name = getattr(tp, "_name", None) or (
+            _class_name(origin) if isinstance(origin, type) else type_name(origin)
+        )
+        return f"{name}[{', '.join(type_name(a) for a in args)}]"
+    if origin is None and isinstance(tp, type):
+        return _class_name(tp)
     return repr(tp).replace("typing.", "").replace("collections.abc.", "")
+
+
+def with_article(word: str) -> str:
+    """``an int``, ``a str``, ``an Item``: the indefinite article a type name needs."""
+    lower = word.lower()
+    if lower.startswith(("uni", "use", "usu", "uuid", "url", "uri", "utf", "one")):
+        return f"a {word}"  # pronounced with a consonant: "a union", "a UUID"
+    return f"an {word}" if lower[:1] in ("a", "e", "i", "o", "u") else f"a {word}"
 
 
 def exc_line(exc: BaseException) -> str:

@@ -9,24 +9,28 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
-import trio.testing
 
-_paused: weakref.WeakKeyDictionary[trio.testing.MockClock, list[float]] = (
-    weakref.WeakKeyDictionary()
-)
+if TYPE_CHECKING:
+    from trio.testing import MockClock
+
+_paused: weakref.WeakKeyDictionary[MockClock, list[float]] = weakref.WeakKeyDictionary()
 
 
 @contextmanager
 def real_work() -> Iterator[None]:
     """Pause autojump on the current ``MockClock`` (if any) for the duration."""
     clock = trio.lowlevel.current_clock()
-    if not isinstance(clock, trio.testing.MockClock):
+    # trio.testing is slow to import (it imports pytest): when nobody imported it, the
+    # clock cannot be a MockClock.
+    testing = sys.modules.get("trio.testing")
+    if testing is None or not isinstance(clock, testing.MockClock):
         yield
         return
     state = _paused.get(clock)

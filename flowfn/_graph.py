@@ -8,13 +8,22 @@ set of names, so the result never depends on the order steps were found in.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._errors import GraphError, Problem, did_you_mean, location, type_name
+from ._errors import (
+    GraphError,
+    Problem,
+    def_line,
+    did_you_mean,
+    location,
+    type_name,
+    with_article,
+)
 from ._step import MISSING, Step
 from ._types import EMPTY, compatible, element_type
 from ._wiring import Mode, Param, read_params, return_annotation
@@ -57,6 +66,8 @@ class Node:
     output_type: Any = EMPTY
     name: str = ""  # the step's name, copied: read on every scheduling decision
     kind: str = "function"  # or the container's kind: "race", "subflow"
+    simple: bool = False  # async, no retries, timeout or limit: called with no wrapper
+    plain: bool = False  # simple, and nothing else to decide: the scheduler's hot path
 
     def __post_init__(self) -> None:
         self.name = self.step.name
@@ -78,6 +89,12 @@ class Graph:
         self.inputs = inputs
         self.by_name = {n.name: n for n in nodes}
         self.by_step = {n.step: n for n in nodes}
+        for n in nodes:
+            step = n.step
+            n.simple = (step.executor == "async" and not step.retries
+                        and step.timeout is None and step.limit is None)
+            n.plain = (n.simple and n.kind == "function" and not n.mapped
+                       and n.stream_from is None and n.when is None)
 
     @property
     def steps(self) -> tuple[AnyStep, ...]:
@@ -138,7 +155,9 @@ def _module_steps(globalns: dict[str, Any]) -> dict[str, AnyStep]:
 
 
 def _globals_of(fn: Callable[..., Any]) -> dict[str, Any]:
-    g = getattr(fn, "__globals__", None)
+    """The namespace a function's parameters are looked up in by name: its module's
+    (pattern helpers such as ``shell()`` record the module that called them)."""
+    g = getattr(fn, "__flowfn_globals__", None) or getattr(fn, "__globals__", None)
     if g is None:
         module = sys.modules.get(getattr(fn, "__module__", "") or "")
         g = vars(module) if module else {}
@@ -175,6 +194,36 @@ def _where(step: AnyStep, info: _Info, annotations: bool = False) -> str:
     return f"{step.location} in {_sig_text(step, info, annotations)}"
 
 
+_LITERALS = (str, bytes, int, float, bool, type(None))
+
+
+def _not_a_part(part: Any, position: int) -> Problem:
+    """Argument ``position`` of ``graph()`` is neither a step, a module nor a graph."""
+    what = f"argument {position} of graph()"
+    fn = inspect.unwrap(part) if callable(part) else None
+    if inspect.isfunction(fn):
+        name = getattr(part, "__name__", fn.__name__)
+        return Problem(def_line(part, name), (
+            f"{what} is the plain function {name!r}, not a step.",
+            "Decorate it with @step, then pass the step.",
+        ))
+    if part is None:
+        kind = "None"
+    elif isinstance(part, type):
+        kind = f"the class {type_name(part)!r}"
+    else:
+        kind = with_article(type_name(type(part)))
+        if isinstance(part, _LITERALS) and len(repr(part)) <= 40:
+            kind += f" ({part!r})"
+    if isinstance(part, str):
+        hint = "Pass the step itself, not its name."
+    elif callable(part):
+        hint = "Decorate functions with @step before passing them."
+    else:
+        hint = "Pass the step itself."
+    return Problem("", (f"{what} is {kind}, not a step, a module or a graph.", hint))
+
+
 def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -> Graph:
     """Build and validate the graph that computes ``parts``.
 
@@ -188,7 +237,7 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
     labels: list[str] = []
     problems: list[Problem] = []
     module_sinks: list[list[AnyStep]] = []
-    for part in parts:
+    for position, part in enumerate(parts, start=1):
         if isinstance(part, Step):
             given.append(part)
             targets.append(part)
@@ -203,12 +252,9 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
             module_sinks.append(steps)
             labels.append(part.__name__.rsplit(".", 1)[-1])
         else:
-            problems.append(Problem(
-                f"argument {len(labels) + 1} of graph(): {part!r}",
-                ("graph() takes steps, modules and graphs.",
-                 "Decorate functions with @step before passing them."
-                 if callable(part) else "Pass the step itself."),
-            ))
+            problems.append(_not_a_part(part, position))
+            if inspect.isfunction(part):
+                labels.append(part.__name__)
     title = f"graph({name or ', '.join(labels)})"
     if not given and not problems:
         raise GraphError(title, [Problem("", ("graph() needs a step, a module or a graph.",))])
@@ -308,7 +354,8 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
                     spec.type = p.annotation
                 if p.default is MISSING:
                     spec.required = True
-                spec.askers.append(info.step.name)
+                if info.step.name not in spec.askers:  # a step and its when= predicate
+                    spec.askers.append(info.step.name)
                 out.append(Binding(p.name, None, p.name, Mode.VALUE, default=p.default))
                 continue
             if target is info.step:

@@ -9,11 +9,13 @@ is not a ``str``. Every bad value is reported at once, as a data path
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_origin
 
+import attrs
 import cattrs
 import cattrs.cols
 import msgspec
@@ -97,6 +99,12 @@ def _is_collection(tp: Any) -> bool:
     )
 
 
+def _is_record_class(tp: Any) -> bool:
+    """A dataclass or an attrs class (possibly parametrized, ``Box[int]``)."""
+    origin = get_origin(tp) or tp
+    return isinstance(origin, type) and (attrs.has(origin) or dataclasses.is_dataclass(origin))
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(detailed_validation=True, forbid_extra_keys=True)
     conv.register_structure_hook(int, _strict_int)
@@ -128,6 +136,20 @@ def _make_converter() -> cattrs.Converter:
         return hook
 
     conv.register_structure_hook_factory(_is_collection, no_text_as_collection)
+
+    def instance_as_is(tp: Any) -> Any:
+        """A value that already is an instance of the class is accepted unchanged."""
+        cls = get_origin(tp) or tp
+        base = conv.gen_structure_attrs_fromdict(tp)
+
+        def hook(value: Any, t: Any) -> Any:
+            if isinstance(value, cls):
+                return value
+            return base(value, t)
+
+        return hook
+
+    conv.register_structure_hook_factory(_is_record_class, instance_as_is)
     return conv
 
 

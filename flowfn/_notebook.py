@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import trio
 
-from ._errors import relpath
+from ._errors import relpath, with_article
 from ._executors import real_work
 from ._patterns import _caller_location, _kill_process_group, _with_signature
 from ._step import Step
@@ -65,6 +65,8 @@ class NotebookError(Exception):
     ``evalue`` are the exception's type name and text as the kernel reported them;
     ``output`` is the executed copy, written even when a cell fails.
     """
+
+    __module__ = "flowfn"  # shown as flowfn.NotebookError, like the other public errors
 
     def __init__(self, message: str, *, notebook: Path, output: Path, cell: int | None = None,
                  source: str = "", ename: str = "", evalue: str = "",
@@ -151,7 +153,8 @@ def _literal(value: Any, param: str, step_name: str) -> str:
         ok = False
     if not ok:
         raise TypeError(
-            f"notebook step {step_name!r}: parameter {param!r} is a {type(value).__name__}, "
+            f"notebook step {step_name!r}: parameter {param!r} is "
+            f"{with_article(type(value).__name__)}, "
             "which cannot be written into a notebook cell. Pass a literal value "
             "(str, int, float, bool, None, bytes, or lists/tuples/dicts/sets of them) or a path."
         )

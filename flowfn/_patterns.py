@@ -19,6 +19,7 @@ from typing import Annotated, Any, Union
 
 import trio
 
+from ._executors import real_work
 from ._graph import Graph
 from ._step import Step
 from ._types import EMPTY
@@ -173,6 +174,8 @@ def stub(name: str, **options: Any) -> Step[[], None]:
 class ShellError(Exception):
     """A shell step exited with a non-zero code."""
 
+    __module__ = "flowfn"  # shown as flowfn.ShellError, like the other public errors
+
     def __init__(self, message: str, returncode: int, stdout: str, stderr: str) -> None:
         super().__init__(message)
         self.returncode = returncode
@@ -224,11 +227,12 @@ def shell(command: str, *, name: str, cwd: str | os.PathLike[str] | None = None,
 
     async def run_shell(**kwargs: Any) -> str:
         text = command.format(**{k: shlex.quote(str(v)) for k, v in kwargs.items()})
-        proc = await trio.run_process(
-            text, shell=True, capture_stdout=True, capture_stderr=True, check=False,
-            cwd=cwd, env=full_env, start_new_session=True,
-            deliver_cancel=_kill_process_group,
-        )
+        with real_work():  # a process takes real time: virtual time must not leap past it
+            proc = await trio.run_process(
+                text, shell=True, capture_stdout=True, capture_stderr=True, check=False,
+                cwd=cwd, env=full_env, start_new_session=True,
+                deliver_cancel=_kill_process_group,
+            )
         out = proc.stdout.decode(errors="replace")
         err = proc.stderr.decode(errors="replace")
         if check and proc.returncode != 0:
@@ -243,4 +247,7 @@ def shell(command: str, *, name: str, cwd: str | os.PathLike[str] | None = None,
     params = [inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, annotation=Any)
               for f in fields]
     _with_signature(run_shell, params, str)
+    # Placeholders wired by name look for steps in the module that called shell(), as a
+    # parameter of a step defined there would.
+    setattr(run_shell, "__flowfn_globals__", sys._getframe(1).f_globals)
     return Step(run_shell, name=name, defined_at=_caller_location(), **options)

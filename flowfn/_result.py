@@ -9,15 +9,13 @@ worker thread, so they work in ``async def`` and ``def`` steps alike.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ._errors import exc_line
 from ._step import MISSING, Step
-
-if TYPE_CHECKING:
-    pass
 
 SpanStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled",
                      "waiting"]
@@ -50,22 +48,30 @@ class Span:
     custom attribute and listed in :attr:`attributes`.
     """
 
+    # Defaults live on the class: a run creates one span per step up front, and most
+    # fields keep their default until the step runs, so only the name, the path and the
+    # children are set per instance (this halves the cost of creating a span).
+    status: SpanStatus = "pending"
+    reason: str | None = None
+    input: Mapping[str, Any] = MappingProxyType({})
+    output: Any = None
+    error: BaseException | None = None
+    started: float | None = None
+    ended: float | None = None
+    attempts: int = 0
+    winner: str | None = None  # races only
+    abandoned: bool = False  # a thread left running after a timeout
+    attempt_started: float | None = None
+    _log: tuple[Attempt, ...] = ()
+
     def __init__(self, name: str, path: str) -> None:
         self.name = name
         self.path = path  # "branch1/shout" inside sub-workflows
-        self.status: SpanStatus = "pending"
-        self.reason: str | None = None
-        self.input: dict[str, Any] = {}
-        self.output: Any = None
-        self.error: BaseException | None = None
-        self.started: float | None = None
-        self.ended: float | None = None
-        self.attempts = 0
-        self._log: list[Attempt] = []
         self.children: dict[str, Span] = {}
-        self.winner: str | None = None  # races only
-        self.abandoned = False  # a thread left running after a timeout
-        self.attempt_started: float | None = None
+
+    if TYPE_CHECKING:  # custom attributes: ``current_span().user_status = "active"``
+        def __getattr__(self, name: str) -> Any: ...
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
     @property
     def attempt_log(self) -> list[Attempt]:
@@ -76,7 +82,7 @@ class Span:
         return [Attempt(1, self.started, self.ended, self.error)]
 
     def log_attempt(self, attempt: Attempt) -> None:
-        self._log.append(attempt)
+        self._log = (*self._log, attempt)
 
     @property
     def duration(self) -> float | None:
@@ -94,8 +100,7 @@ class Span:
         return f"<Span {self.path} {self.status}{extra}>"
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """A step changed state. ``step`` is the step's name (its path inside sub-workflows)."""
 
     kind: EventKind
@@ -115,6 +120,9 @@ class RunResult:
         self.spans = spans
         self.failures = failures
         self.graph_name = graph_name
+        #: The ``RunFailed`` of a failed run, on results handed back by
+        #: ``flow_run(..., expect_failure=True)`` (``RunFailed.result`` is the other way).
+        self.error: BaseException | None = None
 
     def span(self, key: Step[Any, Any] | str) -> Span:
         """The span of a step, by step object, name, or ``branch/step`` path."""

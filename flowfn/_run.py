@@ -62,7 +62,8 @@ async def arun(
     runner = Runner(g, values, shared, overrides=checked)
     await runner.execute(timeout)
     timed_out = runner.timed_out
-    finish_spans(runner.spans, runner.stop_reason)
+    if runner.stop_reason is not None:
+        finish_spans(runner.spans, runner.stop_reason, trio.current_time())
     failed = timed_out or runner.failure is not None
     status: RunStatus = "failed" if failed else "succeeded"
     result = RunResult(

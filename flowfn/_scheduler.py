@@ -53,7 +53,22 @@ class _Skip:
         self.reason = reason
 
 
-Result = outcome.Value[Any] | outcome.Error | _Skip
+class _Failed:
+    """A node's failure as kept in ``Runner.results``.
+
+    Successful outputs are stored bare (no wrapper object per step on the hot path), so a
+    slot of ``results`` holds an output, a ``_Failed`` or a ``_Skip``; user code never
+    sees either class, so no step can return one by accident.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_PENDING = _Skip("it never ran")  # the result of a node that has not settled
+_NO_KWARGS: dict[str, Any] = {}
 
 
 class _Failure:
@@ -94,39 +109,55 @@ class Runner:
     def __init__(self, graph: Graph, values: dict[str, Any], shared: Shared, *,
                  overrides: Mapping[str, Any], prefix: str = "",
                  spans: dict[str, Span] | None = None, parent: RunView | None = None,
-                 parent_runner: Runner | None = None) -> None:
+                 parent_runner: Runner | None = None, parent_node: Node | None = None,
+                 held: frozenset[str] = frozenset()) -> None:
         self.graph = graph
         self.values = values
         self.shared = shared
         self.prefix = prefix
         self.overrides = {graph.by_name[k]: v for k, v in overrides.items() if "/" not in k}
         self.sub_overrides = {k: v for k, v in overrides.items() if "/" in k}
+        # Plain steps skip ``_body`` unless something run-wide changes how steps are called.
+        self.fast = not self.overrides and shared.global_limiter is None
         self.spans = spans if spans is not None else {}
+        self.span_list: list[Span] = []  # by node index: the hot path avoids dict lookups
         for n in graph.nodes:
-            self.spans[n.name] = Span(n.name, prefix + n.name)
+            span = Span(n.name, prefix + n.name if prefix else n.name)
+            self.spans[n.name] = span
+            self.span_list.append(span)
         self.view = RunView(self.spans, parent)
-        self.results: list[Result | None] = [None] * len(graph.nodes)
-        self.item_results: dict[int, list[Result]] = {}
+        self.results: list[Any] = [_PENDING] * len(graph.nodes)
+        self.item_results: dict[int, list[Any]] = {}
         self.pending = [len(n.deps) for n in graph.nodes]
         self.failure: _Failure | None = None
         self.stop_reason: str | None = None
+        self.stopping = False  # our own flag: cheaper than asking the cancel scope
         self.streams: dict[tuple[int, int], trio.MemorySendChannel[Any]] = {}
         self.stream_recv: dict[int, trio.MemoryReceiveChannel[Any]] = {}
         self.nursery: trio.Nursery
         self.timed_out = False
         self.timeout: float | None = None
+        # The deadline scope of each running container step (race, sub-workflow), so that
+        # the steps it cancels can say why.
+        self.deadline_scopes: dict[int, tuple[trio.CancelScope, float]] = {}
         self.parent_runner = parent_runner
+        self.parent_node = parent_node
+        self.emits = shared.on_event is not None
+        self.held = held  # limits whose slot an enclosing sub-workflow holds for us
+        self.now: Callable[[], float] = trio.current_time
 
     # --- the run ---------------------------------------------------------------------
 
     async def execute(self, timeout: float | None = None) -> None:
         """Run the graph to the end (or until it fails or ``timeout`` seconds pass)."""
+        self.now = trio.lowlevel.current_clock().current_time  # what trio.current_time calls
         for n in self.graph.nodes:
             for d in n.streams_to:
                 send, recv = trio.open_memory_channel[Any](math.inf)
                 self.streams[(n.index, d.index)] = send
                 self.stream_recv[d.index] = recv
         token = current_run_var.set(self.view)  # inherited by every task spawned below
+        escaped: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -136,22 +167,31 @@ class Runner:
                 for n in self.graph.nodes:
                     if not n.deps and n.owner is None:
                         nursery.start_soon(self._run_node, n, name=n.name)
+        except BaseExceptionGroup as group:
+            # Step failures never get here (they are results); only what must not be
+            # swallowed does, e.g. a KeyboardInterrupt. Give it back bare, as raised.
+            escaped = _sole_exception(group)
+            if escaped is None:
+                raise
         finally:
             current_run_var.reset(token)
+        if escaped is not None:
+            raise escaped
         if self.nursery.cancel_scope.cancelled_caught and self.stop_reason is None:
             self.timed_out = True
             self.stop_reason = f"cancelled: the run timed out after {timeout:g}s"
-            finish_spans(self.spans, self.stop_reason)
+            finish_spans(self.spans, self.stop_reason, self.now())
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
+        self.stopping = True
         self.nursery.cancel_scope.cancel()
 
     def output(self) -> Any:
         def value(n: Node) -> Any:
             r = self.results[n.index]
-            return r.value if isinstance(r, outcome.Value) else None
+            return None if type(r) is _Failed or type(r) is _Skip else r
 
         targets = self.graph.targets
         if len(targets) == 1:
@@ -161,26 +201,47 @@ class Runner:
     # --- one node --------------------------------------------------------------------
 
     async def _run_node(self, node: Node) -> None:
-        span = self.spans[node.name]
-        if self.stop_reason is not None or self.nursery.cancel_scope.cancel_called:
+        if self.stopping or (self.timeout is not None and self.nursery.cancel_scope.cancel_called):
             return  # the run is stopping (failure or deadline): never start anything new
+        span = self.span_list[node.index]
         current_span_var.set(span)
         try:
             await trio.lowlevel.checkpoint_if_cancelled()  # an outer cancel: don't start
-            result = await self._body(node, span)
-        except trio.Cancelled:
-            self._cancelled(span)
+            if node.plain and self.fast:  # an async step with no options: the hot path
+                kwargs = self._gather(node, node.bindings)
+                if isinstance(kwargs, _Skip):
+                    result: Any = self._skip(span, kwargs)
+                else:
+                    span.input = kwargs
+                    result = await self._single_attempt(span, node.step.fn, kwargs)
+            else:
+                result = await self._body(node, span)
+        except BaseException:  # Cancelled, or a group of them from a container's nursery
+            self._cancelled(span, node.owner)
             raise
         self._settle(node, result)
 
-    def _cancelled(self, span: Span) -> None:
+    def _cancelled(self, span: Span, owner: Node | None) -> None:
         if span.status in ("pending", "running"):
             span.status = "cancelled"
             if span.reason is None:
-                why = self.why_stopped()
+                why = self.why_cancelled(owner)
                 span.reason = why if span.started is not None else f"never started: {why}"
-            span.ended = trio.current_time()
+            span.ended = self.now()
             self._emit("cancelled", span)
+
+    def why_cancelled(self, owner: Node | None) -> str:
+        """Why a step running inside ``owner`` (a race, a map or a sub-workflow node of
+        this run; None for the run itself) is being cancelled."""
+        while owner is not None:
+            ospan = self.span_list[owner.index]
+            deadline = self.deadline_scopes.get(owner.index)
+            if deadline is not None and deadline[0].cancel_called:
+                return f"cancelled: {owner.kind} {ospan.path!r} timed out after {deadline[1]:g}s"
+            if ospan.reason is not None and ospan.status in ("running", "cancelled"):
+                return f"cancelled because {owner.kind} {ospan.path!r} {ospan.reason}"
+            owner = owner.owner
+        return self.why_stopped()
 
     def why_stopped(self) -> str:
         """Why this run (or an enclosing one) is cancelling its steps."""
@@ -189,16 +250,20 @@ class Runner:
         if self.timeout is not None and self.nursery.cancel_scope.cancel_called:
             return f"cancelled: the run timed out after {self.timeout:g}s"
         if self.parent_runner is not None:
-            return self.parent_runner.why_stopped()
+            return self.parent_runner.why_cancelled(self.parent_node)
         return "cancelled from outside the run"
 
-    async def _body(self, node: Node, span: Span) -> Result:
-        """Run a node whose dependencies have settled: skip it, or produce its result."""
-        kwargs = self._gather(node, node.bindings, span)
+    async def _body(self, node: Node, span: Span, held: frozenset[str] | None = None) -> Any:
+        """Run a node whose dependencies have settled: skip it, or produce its result.
+
+        ``held``: limits whose slot an enclosing container holds (default: the run's).
+        """
+        held = self.held if held is None else held
+        kwargs = self._gather(node, node.bindings)
         if isinstance(kwargs, _Skip):
             return self._skip(span, kwargs)
         if node.when is not None:
-            verdict = await self._predicate(node, span)
+            verdict = await self._predicate(node, node.when, span)
             if verdict is not None:
                 return verdict
         span.input = kwargs
@@ -208,26 +273,28 @@ class Runner:
             if override is not MISSING:
                 if isinstance(override, BaseException) or not callable(override):
                     return await self._attempts(node, span, lambda: _constant(override),
-                                                slot=False)
+                                                held, container=True)
                 fn = override
-        if node.kind == "race":
-            return await self._attempts(node, span, lambda: self._race(node, span), slot=False)
-        if node.kind == "subflow":
+        if node.kind != "function":  # a container: what runs inside inherits its slot
+            inside = held | {node.step.limit} if node.step.limit else held
+            if node.kind == "race":
+                return await self._attempts(node, span, lambda: self._race(node, span, inside),
+                                            held, container=True)
             spec = node.step.container
             assert isinstance(spec, SubflowSpec)
             return await self._attempts(
-                node, span, lambda: self._subflow(node, span, spec, kwargs), slot=False
+                node, span, lambda: self._subflow(node, span, spec, kwargs, inside), held,
+                container=True,
             )
         if node.stream_from is not None:
-            return await self._stream_map(node, span, kwargs, fn)
+            return await self._stream_map(node, span, kwargs, fn, held)
         if node.mapped:
-            return await self._map(node, span, kwargs, fn)
-        return await self._attempts(node, span, self._caller(node, fn, kwargs))
+            return await self._map(node, span, kwargs, fn, held)
+        return await self._attempts(node, span, self._caller(node, fn, kwargs), held)
 
     def _caller(self, node: Node, fn: Callable[..., Any],
                 kwargs: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
-        """One attempt as a zero-argument coroutine function (the hot path: no wrappers
-        around ``async def`` steps)."""
+        """One attempt as a zero-argument coroutine function."""
         step = node.step
         executor = step.executor
         if fn is not step.fn:  # an override function: run it the way it is written
@@ -237,7 +304,8 @@ class Runner:
         abandon = step.timeout is not None
         return lambda: call(fn, kwargs, executor, abandon=abandon)
 
-    def _gather(self, node: Node, bindings: list[Binding], span: Span) -> dict[str, Any] | _Skip:
+    def _gather(self, node: Node, bindings: list[Binding]) -> dict[str, Any] | _Skip:
+        """The keyword arguments of a node, or why it must be skipped."""
         kwargs: dict[str, Any] = {}
         results = self.results
         for b in bindings:
@@ -246,41 +314,38 @@ class Runner:
                 value = self.values.get(b.input, MISSING)  # type: ignore[arg-type]
                 kwargs[b.param] = b.default if value is MISSING else value
                 continue
-            if up is node.stream_from and b.each:
-                continue
-            if b.mode is Mode.OUTCOME_LIST:
-                items = self.item_results.get(up.index)
-                if items is None:
-                    res = results[up.index]
-                    if isinstance(res, outcome.Value):
-                        items = [outcome.Value(v) for v in res.value]
-                    elif isinstance(res, outcome.Error):
-                        items = [res]
-                    else:
-                        return _Skip(f"upstream {up.name!r} was skipped")
-                kwargs[b.param] = list(items)
-                continue
+            if b.each and up is node.stream_from:
+                continue  # items arrive one by one
             res = results[up.index]
-            if type(res) is outcome.Value:  # exact type: an ABC isinstance is slow here
-                kwargs[b.param] = res if b.mode is Mode.OUTCOME else res.value
-            elif type(res) is outcome.Error:
-                if b.mode is Mode.OUTCOME:
-                    kwargs[b.param] = res
+            kind = type(res)
+            mode = b.mode
+            if mode is Mode.OUTCOME_LIST:
+                items = self.item_results.get(up.index)
+                if items is not None:
+                    kwargs[b.param] = [_as_outcome(r) for r in items]
+                elif kind is _Skip:
+                    return _Skip(f"upstream {up.name!r} was skipped")
+                elif kind is _Failed:
+                    kwargs[b.param] = [_as_outcome(res)]
                 else:
+                    kwargs[b.param] = [outcome.Value(v) for v in res]
+            elif kind is _Failed:
+                if mode is not Mode.OUTCOME:
                     return _Skip(f"upstream {up.name!r} failed")
-            elif b.mode is Mode.OPTIONAL:
+                kwargs[b.param] = outcome.Error(res.error)
+            elif kind is _Skip:
+                if mode is not Mode.OPTIONAL:
+                    return _Skip(f"upstream {up.name!r} was skipped ({res.reason})")
                 kwargs[b.param] = None
             else:
-                return _Skip(f"upstream {up.name!r} was skipped"
-                             + (f" ({res.reason})" if isinstance(res, _Skip) else ""))
+                kwargs[b.param] = outcome.Value(res) if mode is Mode.OUTCOME else res
         return kwargs
 
-    async def _predicate(self, node: Node, span: Span) -> Result | None:
+    async def _predicate(self, node: Node, bindings: list[Binding], span: Span) -> Any:
         """Evaluate ``when=``: None to go on, or the node's result (skip or failure)."""
         predicate = node.step.when
-        if predicate is None or node.when is None:
-            return None
-        args = self._gather(node, node.when, span)
+        assert predicate is not None
+        args = self._gather(node, bindings)
         if isinstance(args, _Skip):
             return self._skip(span, args)
         try:
@@ -288,11 +353,8 @@ class Runner:
             if hasattr(verdict, "__await__"):
                 verdict = await verdict
         except Exception as exc:
-            span.status = "failed"
-            span.error = exc
             span.reason = "its when= predicate raised"
-            span.started = span.ended = trio.current_time()
-            return outcome.Error(exc)
+            return self._failed(span, exc)
         if not verdict:
             return self._skip(span, _Skip("its when= predicate was false"))
         return None
@@ -303,16 +365,36 @@ class Runner:
         self._emit("skipped", span)
         return skip
 
+    def _failed(self, span: Span, exc: BaseException) -> _Failed:
+        """Settle a span as failed (its last attempt's error) and emit the event."""
+        now = self.now()
+        span.status = "failed"
+        span.error = exc
+        span.attempts = span.attempts or 1
+        if span.started is None:
+            span.started = now
+        span.ended = now
+        self._emit("failed", span)
+        return _Failed(exc)
+
     # --- attempts: retries, timeouts, slots --------------------------------------------
 
-    async def _attempts(self, node: Node, span: Span, fn: Callable[[], Awaitable[Any]], *,
-                        slot: bool = True) -> outcome.Value[Any] | outcome.Error:
+    async def _attempts(self, node: Node, span: Span, fn: Callable[[], Awaitable[Any]],
+                        held: frozenset[str], *, container: bool = False) -> Any:
+        """Run ``fn`` with the step's retries, per-attempt timeout and capacity slots.
+
+        A container (race, sub-workflow) takes no ``max_concurrency`` slot: it only waits
+        for its members. With ``limit=`` it holds that limit's slot for its whole run, and
+        members naming the same limit run under it (``held``) instead of waiting for a
+        second slot that a small limit would never give them.
+        """
         step = node.step
         total = step.retries + 1
-        named = self.shared.limiters.get(step.limit) if step.limit else None
-        glob = self.shared.global_limiter if slot else None
+        limit = step.limit
+        named = self.shared.limiters.get(limit) if limit and limit not in held else None
+        glob = None if container else self.shared.global_limiter
         if total == 1 and named is None and glob is None and step.timeout is None:
-            return await self._single_attempt(span, fn)
+            return await self._single_attempt(span, fn, _NO_KWARGS)
         for attempt in range(1, total + 1):
             span.attempts = attempt
             try:
@@ -330,54 +412,49 @@ class Runner:
                     if named is not None:
                         named.release()
             except Exception as exc:
-                now = trio.current_time()
-                span.log_attempt(Attempt(attempt, span.attempt_started or now, now, exc))
+                now = self.now()
+                begun = span.attempt_started
+                span.log_attempt(Attempt(attempt, now if begun is None else begun, now, exc))
                 if attempt < total and isinstance(exc, step.retry_on):
                     span.error = exc
                     self._emit("retrying", span)
                     await trio.sleep(backoff_delay(step.backoff, attempt))
                     continue
-                span.status = "failed"
-                span.error = exc
-                span.ended = now
-                self._emit("failed", span)
-                return outcome.Error(exc)
-            now = trio.current_time()
-            span.log_attempt(Attempt(attempt, span.attempt_started or now, now))
+                return self._failed(span, exc)
+            now = self.now()
+            begun = span.attempt_started
+            span.log_attempt(Attempt(attempt, now if begun is None else begun, now))
             span.status = "succeeded"
             span.error = None
             span.output = value
             span.ended = now
             self._emit("finished", span)
-            return outcome.Value(value)
+            return value
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _single_attempt(self, span: Span, fn: Callable[[], Awaitable[Any]],
-                              ) -> outcome.Value[Any] | outcome.Error:
-        """``_attempts`` for the common step: one try, no slot, no deadline."""
+    async def _single_attempt(self, span: Span, fn: Callable[..., Awaitable[Any]],
+                              kwargs: dict[str, Any]) -> Any:
+        """One try, no slot, no deadline: the path almost every step takes."""
+        now = self.now
         span.attempts = 1
-        span.attempt_started = span.started = trio.current_time()
+        span.started = now()
         span.status = "running"
-        if self.shared.on_event is not None:
+        if self.emits:
             self._emit("started", span)
         try:
-            value = await fn()
+            value = await fn(**kwargs)
         except Exception as exc:
-            span.status = "failed"
-            span.error = exc
-            span.ended = trio.current_time()
-            self._emit("failed", span)
-            return outcome.Error(exc)
+            return self._failed(span, exc)
         span.status = "succeeded"
         span.output = value
-        span.ended = trio.current_time()
-        if self.shared.on_event is not None:
+        span.ended = now()
+        if self.emits:
             self._emit("finished", span)
-        return outcome.Value(value)
+        return value
 
     async def _attempt(self, node: Node, span: Span, fn: Callable[[], Awaitable[Any]],
                        attempt: int) -> Any:
-        now = trio.current_time()
+        now = self.now()
         span.attempt_started = now
         if span.started is None:
             span.started = now
@@ -387,10 +464,11 @@ class Runner:
         if timeout is None:
             return await fn()
         with trio.move_on_after(timeout) as scope:
+            if node.kind != "function":  # what it cancels will say why
+                self.deadline_scopes[node.index] = (scope, timeout)
             return await fn()
         # Only our own deadline lands here: when an enclosing scope is cancelled too,
         # trio lets that cancellation propagate instead, so this is never a false timeout.
-        del scope
         note = ""
         if node.step.executor == "thread":
             span.abandoned = True  # Python threads cannot be interrupted: it runs on
@@ -406,36 +484,41 @@ class Runner:
 
     # --- maps --------------------------------------------------------------------------
 
-    def _item_span(self, span: Span, i: int) -> Span:
-        child = Span(f"{span.name}[{i}]", f"{span.path}[{i}]")
-        span.children[child.name] = child
-        return child
-
     async def _map(self, node: Node, span: Span, kwargs: dict[str, Any],
-                   fn: Callable[..., Any]) -> Result:
+                   fn: Callable[..., Any], held: frozenset[str]) -> Any:
         mapped = [b.param for b in node.bindings if b.each]
         try:
             columns = [list(kwargs[p]) for p in mapped]
         except TypeError as exc:
-            return self._fail_now(span, exc)
+            return self._failed(span, exc)
         lengths = {p: len(c) for p, c in zip(mapped, columns, strict=True)}
         if len(set(lengths.values())) > 1:
             detail = ", ".join(f"{p}: {n} items" for p, n in lengths.items())
-            return self._fail_now(span, MapLengthError(
+            return self._failed(span, MapLengthError(
                 f"step {span.path!r} maps over lists of different lengths ({detail}); "
                 "each() parameters are zipped item by item, so their lists must be equally long."
             ))
-        n = len(columns[0]) if columns else 0
-        items = [dict(kwargs, **{p: col[i] for p, col in zip(mapped, columns, strict=True)})
-                 for i in range(n)]
-        return await self._run_items(node, span, fn, _from_list(items))
+
+        async def source(send_item: Callable[[int, dict[str, Any]], None]) -> int:
+            for i, row in enumerate(zip(*columns, strict=True)):
+                kw = kwargs.copy()
+                kw.update(zip(mapped, row, strict=True))
+                send_item(i, kw)
+            return len(columns[0]) if columns else 0
+
+        return await self._run_items(node, span, fn, source, held, in_order=True)
 
     async def _stream_map(self, node: Node, span: Span, kwargs: dict[str, Any],
-                          fn: Callable[..., Any]) -> Result:
+                          fn: Callable[..., Any], held: frozenset[str]) -> Any:
         up = node.stream_from
         assert up is not None
         param = next(b.param for b in node.bindings if b.each)
         recv = self.stream_recv[node.index]
+
+        def with_item(value: Any) -> dict[str, Any]:
+            kw = kwargs.copy()
+            kw[param] = value
+            return kw
 
         async def source(send_item: Callable[[int, dict[str, Any]], None]) -> int | _Skip:
             count: int | None = None
@@ -443,42 +526,52 @@ class Runner:
                 if msg[0] == "count":
                     count = msg[1]
                 else:
-                    send_item(msg[1], dict(kwargs, **{param: msg[2]}))
+                    send_item(msg[1], with_item(msg[2]))
             res = self.results[up.index]
-            if not isinstance(res, outcome.Value):
-                why = "failed" if isinstance(res, outcome.Error) else "was skipped"
+            if type(res) is _Failed or type(res) is _Skip:
+                why = "failed" if type(res) is _Failed else "was skipped"
                 return _Skip(f"upstream {up.name!r} {why}")
             if count is None:  # the upstream produced its list at once (e.g. an override)
-                count = len(res.value)
-                for i, value in enumerate(res.value):
-                    send_item(i, dict(kwargs, **{param: value}))
+                count = len(res)
+                for i, value in enumerate(res):
+                    send_item(i, with_item(value))
             return count
 
-        return await self._run_items(node, span, fn, source)
+        return await self._run_items(node, span, fn, source, held, in_order=False)
 
     async def _run_items(self, node: Node, span: Span, fn: Callable[..., Any],
                          source: Callable[[Callable[[int, dict[str, Any]], None]],
-                                          Awaitable[int | _Skip]]) -> Result:
-        """Run map items as they become known; results in input order."""
+                                          Awaitable[int | _Skip]],
+                         held: frozenset[str], *, in_order: bool) -> Any:
+        """Run map items as they become known; results in input order.
+
+        ``in_order``: the source sends items by index, so the child spans need no sort.
+        """
         span.status = "running"
-        span.started = trio.current_time()
+        span.started = self.now()
         self._emit("started", span)
-        results: dict[int, Result] = {}
+        span.children = {}
+        results: dict[int, Any] = {}
         first_error: list[tuple[int, BaseException]] = []
         outlets = [self.streams[(node.index, d.index)] for d in node.streams_to]
+        simple = node.simple and self.shared.global_limiter is None and fn is node.step.fn
+        name, path = span.name, span.path
 
         async def item(i: int, kw: dict[str, Any], ispan: Span) -> None:
             current_span_var.set(ispan)
             ispan.input = kw
             try:
-                res = await self._attempts(node, ispan, self._caller(node, fn, kw))
-            except trio.Cancelled:
-                self._cancelled(ispan)
+                if simple:
+                    res = await self._single_attempt(ispan, fn, kw)
+                else:
+                    res = await self._attempts(node, ispan, self._caller(node, fn, kw), held)
+            except BaseException:
+                self._cancelled(ispan, node)
                 raise
             results[i] = res
-            if isinstance(res, outcome.Value):
+            if type(res) is not _Failed:
                 for out in outlets:
-                    out.send_nowait(("item", i, res.value))
+                    out.send_nowait(("item", i, res))
             elif not first_error:
                 first_error.append((i, res.error))
                 if not node.collect_items:
@@ -486,7 +579,8 @@ class Runner:
 
         async with trio.open_nursery() as inner:
             def start(i: int, kw: dict[str, Any]) -> None:
-                ispan = self._item_span(span, i)
+                ispan = Span(f"{name}[{i}]", f"{path}[{i}]")
+                span.children[ispan.name] = ispan
                 inner.start_soon(item, i, kw, ispan, name=ispan.path)
 
             count = await source(start)
@@ -497,8 +591,10 @@ class Runner:
                     out.send_nowait(("count", count))
         for out in outlets:
             out.close()
-        span.children = dict(sorted(span.children.items(), key=lambda kv: _item_index(kv[0])))
-        span.ended = trio.current_time()
+        if not in_order:
+            span.children = dict(sorted(span.children.items(),
+                                        key=lambda kv: _item_index(kv[0])))
+        span.ended = self.now()
         if isinstance(count, _Skip):
             return self._skip(span, count)
         if first_error:
@@ -508,52 +604,43 @@ class Runner:
             for child in span.children.values():
                 if child.status == "cancelled":
                     child.reason = f"cancelled because item [{i}] failed"
-            span.status = "failed"
-            span.error = exc
             span.reason = f"item [{i}] failed"
-            span.attempts = span.children[f"{span.name}[{i}]"].attempts
-            self._emit("failed", span)
-            return outcome.Error(exc)
-        values = [results[k].unwrap() for k in range(count)]  # type: ignore[union-attr]
+            span.attempts = span.children[f"{name}[{i}]"].attempts
+            return self._failed(span, exc)
+        values = [results[k] for k in range(count)]
         span.status = "succeeded"
         span.output = values
         span.attempts = 1
         self._emit("finished", span)
-        return outcome.Value(values)
-
-    def _fail_now(self, span: Span, exc: BaseException) -> outcome.Error:
-        span.status = "failed"
-        span.error = exc
-        span.started = span.started or trio.current_time()
-        span.ended = trio.current_time()
-        self._emit("failed", span)
-        return outcome.Error(exc)
+        return values
 
     # --- containers ---------------------------------------------------------------------
 
-    async def _race(self, node: Node, span: Span) -> Any:
+    async def _race(self, node: Node, span: Span, held: frozenset[str]) -> Any:
         """First successful contestant wins; the others are cancelled before we return."""
         errors: list[Exception] = []
-        member_results: dict[Node, Result] = {}
+        member_results: dict[Node, Any] = {}
 
         async def contest(m: Node) -> None:
-            mspan = self.spans[m.name]
+            mspan = self.span_list[m.index]
             current_span_var.set(mspan)
             try:
-                res = await self._body(m, mspan)
-            except trio.Cancelled:
-                self._cancelled(mspan)
+                res = await self._body(m, mspan, held)
+            except BaseException:
+                self._cancelled(mspan, node)
                 raise
             member_results[m] = res
-            if isinstance(res, outcome.Value) and span.winner is None:
+            kind = type(res)
+            if kind is _Failed:
+                if isinstance(res.error, Exception):
+                    errors.append(res.error)
+            elif kind is not _Skip and span.winner is None:
                 span.winner = m.name
                 for other in node.members:
-                    ospan = self.spans[other.name]
+                    ospan = self.span_list[other.index]
                     if other is not m and ospan.status in ("pending", "running"):
                         ospan.reason = f"lost the race {node.name!r} to {m.name!r}"
                 inner.cancel_scope.cancel()
-            elif isinstance(res, outcome.Error) and isinstance(res.error, Exception):
-                errors.append(res.error)
 
         async with trio.open_nursery() as inner:
             for m in node.members:
@@ -561,9 +648,9 @@ class Runner:
         for m in node.members:
             res = member_results.get(m)
             if res is None:
-                res = _Skip(self.spans[m.name].reason or "cancelled")
+                res = _Skip(self.span_list[m.index].reason or "cancelled")
             self.results[m.index] = res
-            if isinstance(res, outcome.Error):
+            if type(res) is _Failed:
                 self.shared.failures[self.prefix + m.name] = res.error
         for m in node.members:
             self._wake(m)
@@ -571,12 +658,10 @@ class Runner:
             raise ExceptionGroup(
                 f"all {len(node.members)} contestants of race {node.name!r} failed", errors
             ) if errors else RuntimeError(f"no contestant of race {node.name!r} could run")
-        winner = member_results[self.graph.by_name[span.winner]]
-        assert isinstance(winner, outcome.Value)
-        return winner.value
+        return member_results[self.graph.by_name[span.winner]]
 
     async def _subflow(self, node: Node, span: Span, spec: SubflowSpec,
-                       kwargs: dict[str, Any]) -> Any:
+                       kwargs: dict[str, Any], held: frozenset[str]) -> Any:
         sub = spec.graph
         given = {**spec.fixed, **kwargs}
         values = structure_inputs(sub.name, sub.inputs, given,
@@ -584,9 +669,10 @@ class Runner:
         prefix = span.path + "/"
         overrides = {k[len(node.name) + 1:]: v for k, v in self.sub_overrides.items()
                      if k.startswith(node.name + "/")}
-        span.children.clear()
+        span.children = {}  # a retry starts the sub-workflow afresh
         child = Runner(sub, values, self.shared, overrides=overrides, prefix=prefix,
-                       spans=span.children, parent=self.view, parent_runner=self)
+                       spans=span.children, parent=self.view, parent_runner=self,
+                       parent_node=node, held=held)
         await child.execute()
         if child.failure is not None:
             raise SubflowFailed(child.failure)
@@ -594,12 +680,12 @@ class Runner:
 
     # --- settling -----------------------------------------------------------------------
 
-    def _settle(self, node: Node, result: Result) -> None:
+    def _settle(self, node: Node, result: Any) -> None:
         self.results[node.index] = result
         for d in node.streams_to:  # item-by-item consumers: no more items will come
             self.streams[(node.index, d.index)].close()
-        if type(result) is outcome.Error:
-            span = self.spans[node.name]
+        if type(result) is _Failed:
+            span = self.span_list[node.index]
             exc = result.error
             inner = exc.failure if isinstance(exc, SubflowFailed) else None
             path = inner.path if inner else span.path
@@ -611,7 +697,7 @@ class Runner:
         self._wake(node)
 
     def _wake(self, node: Node) -> None:
-        if self.stop_reason is not None or self.nursery.cancel_scope.cancel_called:
+        if self.stopping:
             return
         pending = self.pending
         for d in node.dependents:
@@ -629,10 +715,29 @@ class Runner:
         if on_event is None:
             return
         try:
-            on_event(Event(kind, span.path, trio.current_time(), span))
+            on_event(Event(kind, span.path, self.now(), span))
         except Exception as exc:  # a broken callback must not break the run
             warnings.warn(f"on_event callback raised {exc_line(exc)}", RuntimeWarning,
                           stacklevel=1)
+
+
+def _as_outcome(result: Any) -> outcome.Outcome[Any]:
+    return outcome.Error(result.error) if type(result) is _Failed else outcome.Value(result)
+
+
+def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside (possibly nested) groups, unless it is a ``Cancelled``."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if len(leaves) == 1 and not isinstance(leaves[0], trio.Cancelled):
+        return leaves[0]
+    return None
 
 
 def _item_index(name: str) -> int:
@@ -651,16 +756,6 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(inspect.unwrap(fn))
 
 
-def _from_list(items: list[dict[str, Any]]) -> Callable[
-        [Callable[[int, dict[str, Any]], None]], Awaitable[int]]:
-    async def source(send_item: Callable[[int, dict[str, Any]], None]) -> int:
-        for i, kw in enumerate(items):
-            send_item(i, kw)
-        return len(items)
-
-    return source
-
-
 # --- whole-run helpers used by the public API ----------------------------------------------
 
 
@@ -671,9 +766,9 @@ def check_overrides(graph: Graph, overrides: Mapping[Any, Any], context: str) ->
 
     out: dict[str, Any] = {}
     problems: list[Problem] = []
+    names = _overridable(graph) if overrides else []
     for key, value in overrides.items():
         name = key.name if isinstance(key, Step) else str(key)
-        names = _overridable(graph)
         if name not in names:
             guess = did_you_mean(name, names)
             lines = [f"overrides names {name!r}, but no step in this graph has that name."]
@@ -756,8 +851,8 @@ def cancelled_summary(spans: dict[str, Span]) -> str:
     return ("\n  " + "; ".join(parts)) if parts else ""
 
 
-def finish_spans(spans: dict[str, Span], reason: str | None) -> None:
-    """Spans that never started, in a stopped run, become ``cancelled`` with a reason."""
+def finish_spans(spans: dict[str, Span], reason: str | None, now: float) -> None:
+    """In a stopped run, spans still pending or running become ``cancelled`` with a reason."""
     for s in spans.values():
         if s.status == "pending":
             s.status = "cancelled"
@@ -765,4 +860,5 @@ def finish_spans(spans: dict[str, Span], reason: str | None) -> None:
         elif s.status == "running":
             s.status = "cancelled"
             s.reason = s.reason or reason
-        finish_spans(s.children, reason)
+            s.ended = now if s.ended is None else s.ended
+        finish_spans(s.children, reason, now)

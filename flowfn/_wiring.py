@@ -135,7 +135,9 @@ def return_annotation(fn: Callable[..., Any]) -> Any:
 
 
 def _called_step_problem(name: str, meta: Any, annotation: Any) -> tuple[str, ...]:
-    kind = "a coroutine object" if inspect.iscoroutine(meta) else f"a {type(meta).__name__}"
+    from ._errors import with_article
+
+    kind = "a coroutine object" if inspect.iscoroutine(meta) else with_article(type(meta).__name__)
     if inspect.iscoroutine(meta):
         callee = meta.cr_code.co_name
         meta.close()  # never awaited, on purpose: silence the RuntimeWarning

@@ -30,7 +30,16 @@ FlowRun = Callable[..., RunResult]
 
 
 class FlowFailed(Exception):
-    """A flow run inside a test failed; the message is the per-step report."""
+    """A flow run inside a test failed; the message is the per-step report.
+
+    ``__cause__`` is the failing step's own exception; ``run_failed`` the
+    :class:`~flowfn.RunFailed` and ``result`` its :class:`~flowfn.RunResult`.
+    """
+
+    def __init__(self, message: str, run_failed: RunFailed) -> None:
+        super().__init__(message)
+        self.run_failed = run_failed
+        self.result = run_failed.result
 
 
 @pytest.fixture
@@ -51,6 +60,8 @@ def flow_run(flow_clock: trio.testing.MockClock) -> FlowRun:
     def run_flow(flow: Graph | Step[Any, Any], inputs: Mapping[str, Any] | None = None, *,
                  overrides: Mapping[Any, Any] | None = None, expect_failure: bool = False,
                  **options: Any) -> RunResult:
+        __tracebackhide__ = True  # pytest shows the user's step, not this plumbing
+
         async def main() -> RunResult:
             return await arun(flow, inputs, overrides=overrides, **options)
 
@@ -58,9 +69,10 @@ def flow_run(flow_clock: trio.testing.MockClock) -> FlowRun:
             result = trio.run(main, clock=flow_clock)
         except RunFailed as exc:
             if expect_failure:
-                exc.result.error = exc  # type: ignore[attr-defined]
+                exc.result.error = exc
                 return exc.result
-            raise FlowFailed(f"{exc}\n\n{exc.result.report()}") from exc
+            # Chain to the step's own exception: its traceback is the one worth reading.
+            raise FlowFailed(f"{exc}\n\n{exc.result.report()}", exc) from (exc.__cause__ or exc)
         if expect_failure:
             pytest.fail(f"the flow was expected to fail, but it succeeded:\n{result.report()}")
         return result

@@ -220,7 +220,7 @@ def test_value_that_cannot_be_written_into_a_cell_fails_the_step() -> None:
     def thing() -> object:
         return object()
 
-    with pytest.raises(RunFailed, match="parameter 'n' is a object, which cannot be written"):
+    with pytest.raises(RunFailed, match="parameter 'n' is an object, which cannot be written"):
         run(notebook(TINY, name="report", parameters={"n": thing}))
 
 

@@ -119,7 +119,11 @@ def test_failure_report_text(flow_run: Any, monkeypatch: pytest.MonkeyPatch) -> 
         "ship         cancelled                 never started: cancelled because step "
         "'charge' failed"
     )
-    assert isinstance(info.value.__cause__, RunFailed)
+    # chained to the step's own error (the traceback worth reading); the RunFailed, with
+    # its result, stays reachable
+    assert isinstance(info.value.__cause__, ValueError)
+    assert isinstance(info.value.run_failed, RunFailed)
+    assert info.value.result.status == "failed"
 
 
 # --- autojump pauses while thread work is in flight -----------------------------------------
