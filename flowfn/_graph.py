@@ -68,6 +68,7 @@ class Node:
     kind: str = "function"  # or the container's kind: "race", "subflow"
     simple: bool = False  # async, no retries, timeout or limit: called with no wrapper
     plain: bool = False  # simple, and nothing else to decide: the scheduler's hot path
+    args: list[tuple[str, int]] | None = None  # plain, every parameter an upstream's value
 
     def __post_init__(self) -> None:
         self.name = self.step.name
@@ -89,12 +90,20 @@ class Graph:
         self.inputs = inputs
         self.by_name = {n.name: n for n in nodes}
         self.by_step = {n.step: n for n in nodes}
+        # Precomputed once for the scheduler, so that a run does no per-graph work.
+        self.roots = [n for n in nodes if not n.deps and n.owner is None]
+        self.dep_counts = [len(n.deps) for n in nodes]
+        self.stream_edges = [(n.index, d.index) for n in nodes for d in n.streams_to]
+        self.limited = [n for n in nodes if n.step.limit is not None or n.kind == "subflow"]
         for n in nodes:
             step = n.step
             n.simple = (step.executor == "async" and not step.retries
                         and step.timeout is None and step.limit is None)
             n.plain = (n.simple and n.kind == "function" and not n.mapped
                        and n.stream_from is None and n.when is None)
+            if n.plain and all(b.node is not None and b.mode is Mode.VALUE
+                               for b in n.bindings):
+                n.args = [(b.param, b.node.index) for b in n.bindings if b.node is not None]
 
     @property
     def steps(self) -> tuple[AnyStep, ...]:

@@ -34,10 +34,7 @@ class Attempt:
     error: BaseException | None = None
 
 
-_FIELDS = frozenset({
-    "name", "path", "status", "reason", "input", "output", "error", "started", "ended",
-    "attempts", "_log", "children", "winner", "abandoned", "attempt_started",
-})
+_NO_INPUT: Mapping[str, Any] = MappingProxyType({})
 
 
 class Span:
@@ -48,26 +45,29 @@ class Span:
     custom attribute and listed in :attr:`attributes`.
     """
 
-    # Defaults live on the class: a run creates one span per step up front, and most
-    # fields keep their default until the step runs, so only the name, the path and the
-    # children are set per instance (this halves the cost of creating a span).
-    status: SpanStatus = "pending"
-    reason: str | None = None
-    input: Mapping[str, Any] = MappingProxyType({})
-    output: Any = None
-    error: BaseException | None = None
-    started: float | None = None
-    ended: float | None = None
-    attempts: int = 0
-    winner: str | None = None  # races only
-    abandoned: bool = False  # a thread left running after a timeout
-    attempt_started: float | None = None
-    _log: tuple[Attempt, ...] = ()
+    # Slots keep a span small (a run creates one per step up front, and small objects
+    # are what keeps a 10,000-step run in the CPU cache); ``__dict__`` is only created
+    # when a step sets a custom attribute on its span.
+    __slots__ = ("__dict__", "_log", "abandoned", "attempt_started", "attempts", "children",
+                 "ended", "error", "input", "name", "output", "path", "reason", "started",
+                 "status", "winner")
 
     def __init__(self, name: str, path: str) -> None:
         self.name = name
         self.path = path  # "branch1/shout" inside sub-workflows
+        self.status: SpanStatus = "pending"
+        self.reason: str | None = None
+        self.input: Mapping[str, Any] = _NO_INPUT
+        self.output: Any = None
+        self.error: BaseException | None = None
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.attempts = 0
         self.children: dict[str, Span] = {}
+        self.winner: str | None = None  # races only
+        self.abandoned = False  # a thread left running after a timeout
+        self.attempt_started: float | None = None
+        self._log: tuple[Attempt, ...] = ()
 
     if TYPE_CHECKING:  # custom attributes: ``current_span().user_status = "active"``
         def __getattr__(self, name: str) -> Any: ...
@@ -93,7 +93,7 @@ class Span:
     @property
     def attributes(self) -> dict[str, Any]:
         """The custom attributes a step set on its span."""
-        return {k: v for k, v in vars(self).items() if k not in _FIELDS}
+        return dict(self.__dict__)
 
     def __repr__(self) -> str:
         extra = f" reason={self.reason!r}" if self.reason else ""

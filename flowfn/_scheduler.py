@@ -127,8 +127,9 @@ class Runner:
             self.span_list.append(span)
         self.view = RunView(self.spans, parent)
         self.results: list[Any] = [_PENDING] * len(graph.nodes)
+        self.clean = True  # nothing failed or was skipped yet: arguments need no checks
         self.item_results: dict[int, list[Any]] = {}
-        self.pending = [len(n.deps) for n in graph.nodes]
+        self.pending = list(graph.dep_counts)
         self.failure: _Failure | None = None
         self.stop_reason: str | None = None
         self.stopping = False  # our own flag: cheaper than asking the cancel scope
@@ -151,11 +152,10 @@ class Runner:
     async def execute(self, timeout: float | None = None) -> None:
         """Run the graph to the end (or until it fails or ``timeout`` seconds pass)."""
         self.now = trio.lowlevel.current_clock().current_time  # what trio.current_time calls
-        for n in self.graph.nodes:
-            for d in n.streams_to:
-                send, recv = trio.open_memory_channel[Any](math.inf)
-                self.streams[(n.index, d.index)] = send
-                self.stream_recv[d.index] = recv
+        for up, down in self.graph.stream_edges:
+            send, recv = trio.open_memory_channel[Any](math.inf)
+            self.streams[(up, down)] = send
+            self.stream_recv[down] = recv
         token = current_run_var.set(self.view)  # inherited by every task spawned below
         escaped: BaseException | None = None
         try:
@@ -164,9 +164,8 @@ class Runner:
                 if timeout is not None:
                     nursery.cancel_scope.deadline = trio.current_time() + timeout
                     self.timeout = timeout
-                for n in self.graph.nodes:
-                    if not n.deps and n.owner is None:
-                        nursery.start_soon(self._run_node, n, name=n.name)
+                for n in self.graph.roots:
+                    nursery.start_soon(self._run_node, n, name=n.name)
         except BaseExceptionGroup as group:
             # Step failures never get here (they are results); only what must not be
             # swallowed does, e.g. a KeyboardInterrupt. Give it back bare, as raised.
@@ -208,12 +207,23 @@ class Runner:
         try:
             await trio.lowlevel.checkpoint_if_cancelled()  # an outer cancel: don't start
             if node.plain and self.fast:  # an async step with no options: the hot path
-                kwargs = self._gather(node, node.bindings)
+                args = node.args
+                if args is not None and self.clean:
+                    results = self.results
+                    kwargs: dict[str, Any] | _Skip = {p: results[i] for p, i in args}
+                else:
+                    kwargs = self._gather(node, node.bindings)
                 if isinstance(kwargs, _Skip):
                     result: Any = self._skip(span, kwargs)
                 else:
                     span.input = kwargs
-                    result = await self._single_attempt(span, node.step.fn, kwargs)
+                    self._start(span)
+                    try:
+                        value = await node.step.fn(**kwargs)
+                    except Exception as exc:
+                        result = self._failed(span, exc)
+                    else:
+                        result = self._succeeded(span, value)
             else:
                 result = await self._body(node, span)
         except BaseException:  # Cancelled, or a group of them from a container's nursery
@@ -360,6 +370,7 @@ class Runner:
         return None
 
     def _skip(self, span: Span, skip: _Skip) -> _Skip:
+        self.clean = False
         span.status = "skipped"
         span.reason = skip.reason
         self._emit("skipped", span)
@@ -367,6 +378,7 @@ class Runner:
 
     def _failed(self, span: Span, exc: BaseException) -> _Failed:
         """Settle a span as failed (its last attempt's error) and emit the event."""
+        self.clean = False
         now = self.now()
         span.status = "failed"
         span.error = exc
@@ -435,19 +447,24 @@ class Runner:
     async def _single_attempt(self, span: Span, fn: Callable[..., Awaitable[Any]],
                               kwargs: dict[str, Any]) -> Any:
         """One try, no slot, no deadline: the path almost every step takes."""
-        now = self.now
-        span.attempts = 1
-        span.started = now()
-        span.status = "running"
-        if self.emits:
-            self._emit("started", span)
+        self._start(span)
         try:
             value = await fn(**kwargs)
         except Exception as exc:
             return self._failed(span, exc)
+        return self._succeeded(span, value)
+
+    def _start(self, span: Span) -> None:
+        span.attempts = 1
+        span.started = self.now()
+        span.status = "running"
+        if self.emits:
+            self._emit("started", span)
+
+    def _succeeded(self, span: Span, value: Any) -> Any:
         span.status = "succeeded"
         span.output = value
-        span.ended = now()
+        span.ended = self.now()
         if self.emits:
             self._emit("finished", span)
         return value
@@ -649,6 +666,7 @@ class Runner:
             res = member_results.get(m)
             if res is None:
                 res = _Skip(self.span_list[m.index].reason or "cancelled")
+                self.clean = False
             self.results[m.index] = res
             if type(res) is _Failed:
                 self.shared.failures[self.prefix + m.name] = res.error
@@ -797,7 +815,7 @@ def check_limits(graph: Graph, limits: Mapping[str, int], context: str) -> None:
     from ._errors import did_you_mean
 
     def visit(g: Graph, prefix: str) -> None:
-        for n in g.nodes:
+        for n in g.limited:
             lim = n.step.limit
             if lim is not None and lim not in limits:
                 guess = did_you_mean(lim, limits)
