@@ -88,7 +88,8 @@ class Graph:
         self.nodes = nodes  # topological order
         self.targets = targets
         self.inputs = inputs
-        self.by_name = {n.name: n for n in nodes}
+        self.names = [n.name for n in nodes]
+        self.by_name = dict(zip(self.names, nodes, strict=True))
         self.by_step = {n.step: n for n in nodes}
         # Precomputed once for the scheduler, so that a run does no per-graph work.
         self.roots = [n for n in nodes if not n.deps and n.owner is None]

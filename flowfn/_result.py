@@ -35,6 +35,7 @@ class Attempt:
 
 
 _NO_INPUT: Mapping[str, Any] = MappingProxyType({})
+_NO_CHILDREN: Mapping[str, Span] = MappingProxyType({})
 
 
 class Span:
@@ -63,7 +64,9 @@ class Span:
         self.started: float | None = None
         self.ended: float | None = None
         self.attempts = 0
-        self.children: dict[str, Span] = {}
+        # Containers (maps, sub-workflows) give their span a dict of its own; every other
+        # span shares this empty, read-only one.
+        self.children: Mapping[str, Span] = _NO_CHILDREN
         self.winner: str | None = None  # races only
         self.abandoned = False  # a thread left running after a timeout
         self.attempt_started: float | None = None
@@ -153,7 +156,7 @@ class RunResult:
         while stack:
             span = stack.pop()
             yield span
-            stack.extend(reversed(span.children.values()))
+            stack.extend(reversed(list(span.children.values())))
 
     def report(self) -> str:
         """A per-step table: status, duration, attempts and why."""

@@ -119,12 +119,12 @@ class Runner:
         self.sub_overrides = {k: v for k, v in overrides.items() if "/" in k}
         # Plain steps skip ``_body`` unless something run-wide changes how steps are called.
         self.fast = not self.overrides and shared.global_limiter is None
+        names = graph.names
+        # by node index: the hot path avoids dict lookups
+        self.span_list = ([Span(name, prefix + name) for name in names] if prefix
+                          else [Span(name, name) for name in names])
         self.spans = spans if spans is not None else {}
-        self.span_list: list[Span] = []  # by node index: the hot path avoids dict lookups
-        for n in graph.nodes:
-            span = Span(n.name, prefix + n.name if prefix else n.name)
-            self.spans[n.name] = span
-            self.span_list.append(span)
+        self.spans.update(zip(names, self.span_list, strict=True))
         self.view = RunView(self.spans, parent)
         self.results: list[Any] = [_PENDING] * len(graph.nodes)
         self.clean = True  # nothing failed or was skipped yet: arguments need no checks
@@ -206,30 +206,54 @@ class Runner:
         current_span_var.set(span)
         try:
             await trio.lowlevel.checkpoint_if_cancelled()  # an outer cancel: don't start
-            if node.plain and self.fast:  # an async step with no options: the hot path
+            if node.plain and self.fast:
+                # An async step with no options: the hot path, written out in full (no
+                # helper calls) because it is most of what a large run does.
                 args = node.args
+                kwargs: dict[str, Any] | _Skip
                 if args is not None and self.clean:
                     results = self.results
-                    kwargs: dict[str, Any] | _Skip = {p: results[i] for p, i in args}
+                    kwargs = values = {}
+                    for param, i in args:
+                        values[param] = results[i]
                 else:
                     kwargs = self._gather(node, node.bindings)
                 if isinstance(kwargs, _Skip):
                     result: Any = self._skip(span, kwargs)
                 else:
                     span.input = kwargs
-                    self._start(span)
+                    span.attempts = 1
+                    span.started = self.now()
+                    span.status = "running"
+                    if self.emits:
+                        self._emit("started", span)
                     try:
-                        value = await node.step.fn(**kwargs)
+                        result = await node.step.fn(**kwargs)
                     except Exception as exc:
                         result = self._failed(span, exc)
                     else:
-                        result = self._succeeded(span, value)
+                        span.status = "succeeded"
+                        span.output = result
+                        span.ended = self.now()
+                        if self.emits:
+                            self._emit("finished", span)
             else:
                 result = await self._body(node, span)
         except BaseException:  # Cancelled, or a group of them from a container's nursery
             self._cancelled(span, node.owner)
             raise
-        self._settle(node, result)
+        if type(result) is _Failed or node.streams_to:
+            self._settle(node, result)
+            return
+        self.results[node.index] = result  # _settle and _wake, for a plain success
+        if self.stopping:
+            return
+        pending = self.pending
+        for d in node.dependents:
+            i = d.index
+            pending[i] -= 1
+            if pending[i] == 0 and d.owner is None:
+                self.nursery.start_soon(self._run_node, d, name=d.name)
 
     def _cancelled(self, span: Span, owner: Node | None) -> None:
         if span.status in ("pending", "running"):
@@ -517,11 +541,18 @@ class Runner:
             ))
 
         async def source(send_item: Callable[[int, dict[str, Any]], None]) -> int:
-            for i, row in enumerate(zip(*columns, strict=True)):
-                kw = kwargs.copy()
-                kw.update(zip(mapped, row, strict=True))
-                send_item(i, kw)
-            return len(columns[0]) if columns else 0
+            if len(mapped) == 1:  # the usual case, without a zip per item
+                param = mapped[0]
+                for i, value in enumerate(columns[0]):
+                    kw = kwargs.copy()
+                    kw[param] = value
+                    send_item(i, kw)
+            else:
+                for i, row in enumerate(zip(*columns, strict=True)):
+                    kw = kwargs.copy()
+                    kw.update(zip(mapped, row, strict=True))
+                    send_item(i, kw)
+            return len(columns[0])
 
         return await self._run_items(node, span, fn, source, held, in_order=True)
 
@@ -567,7 +598,8 @@ class Runner:
         span.status = "running"
         span.started = self.now()
         self._emit("started", span)
-        span.children = {}
+        children: dict[str, Span] = {}
+        span.children = children
         results: dict[int, Any] = {}
         first_error: list[tuple[int, BaseException]] = []
         outlets = [self.streams[(node.index, d.index)] for d in node.streams_to]
@@ -578,8 +610,18 @@ class Runner:
             current_span_var.set(ispan)
             ispan.input = kw
             try:
-                if simple:
-                    res = await self._single_attempt(ispan, fn, kw)
+                if simple:  # _single_attempt, written out: one coroutine less per item
+                    ispan.attempts = 1
+                    ispan.started = self.now()
+                    ispan.status = "running"
+                    if self.emits:
+                        self._emit("started", ispan)
+                    try:
+                        res = await fn(**kw)
+                    except Exception as exc:
+                        res = self._failed(ispan, exc)
+                    else:
+                        self._succeeded(ispan, res)
                 else:
                     res = await self._attempts(node, ispan, self._caller(node, fn, kw), held)
             except BaseException:
@@ -596,8 +638,9 @@ class Runner:
 
         async with trio.open_nursery() as inner:
             def start(i: int, kw: dict[str, Any]) -> None:
-                ispan = Span(f"{name}[{i}]", f"{path}[{i}]")
-                span.children[ispan.name] = ispan
+                label = f"{name}[{i}]"
+                ispan = Span(label, label if path is name else f"{path}[{i}]")
+                children[label] = ispan
                 inner.start_soon(item, i, kw, ispan, name=ispan.path)
 
             count = await source(start)
@@ -687,9 +730,10 @@ class Runner:
         prefix = span.path + "/"
         overrides = {k[len(node.name) + 1:]: v for k, v in self.sub_overrides.items()
                      if k.startswith(node.name + "/")}
-        span.children = {}  # a retry starts the sub-workflow afresh
+        children: dict[str, Span] = {}  # a retry starts the sub-workflow afresh
+        span.children = children
         child = Runner(sub, values, self.shared, overrides=overrides, prefix=prefix,
-                       spans=span.children, parent=self.view, parent_runner=self,
+                       spans=children, parent=self.view, parent_runner=self,
                        parent_node=node, held=held)
         await child.execute()
         if child.failure is not None:
@@ -719,8 +763,9 @@ class Runner:
             return
         pending = self.pending
         for d in node.dependents:
-            pending[d.index] -= 1
-            if pending[d.index] == 0 and d.owner is None:
+            i = d.index
+            pending[i] -= 1
+            if pending[i] == 0 and d.owner is None:
                 self.nursery.start_soon(self._run_node, d, name=d.name)
 
     def _fail(self, failure: _Failure) -> None:
@@ -850,11 +895,11 @@ def failure_message(failure: _Failure, spans: dict[str, Span]) -> str:
     return head + cancelled_summary(spans)
 
 
-def cancelled_summary(spans: dict[str, Span]) -> str:
+def cancelled_summary(spans: Mapping[str, Span]) -> str:
     running: list[str] = []
     never: list[str] = []
 
-    def visit(d: dict[str, Span]) -> None:
+    def visit(d: Mapping[str, Span]) -> None:
         for s in d.values():
             if s.status == "cancelled" and "[" not in s.name:
                 (running if s.started is not None else never).append(s.path)
@@ -869,7 +914,7 @@ def cancelled_summary(spans: dict[str, Span]) -> str:
     return ("\n  " + "; ".join(parts)) if parts else ""
 
 
-def finish_spans(spans: dict[str, Span], reason: str | None, now: float) -> None:
+def finish_spans(spans: Mapping[str, Span], reason: str | None, now: float) -> None:
     """In a stopped run, spans still pending or running become ``cancelled`` with a reason."""
     for s in spans.values():
         if s.status == "pending":
