@@ -40,7 +40,7 @@ async def arun(
     max_concurrency: int | None = None,
     limits: Mapping[str, int] | None = None,
     timeout: float | None = None,
-    overrides: Mapping[Step[Any, Any] | str, Any] | None = None,
+    overrides: Mapping[Any, Any] | None = None,
     on_event: Callable[[Event], object] | None = None,
     run_id: str | None = None,
 ) -> RunResult:
@@ -93,7 +93,7 @@ def run(
     max_concurrency: int | None = None,
     limits: Mapping[str, int] | None = None,
     timeout: float | None = None,
-    overrides: Mapping[Step[Any, Any] | str, Any] | None = None,
+    overrides: Mapping[Any, Any] | None = None,
     on_event: Callable[[Event], object] | None = None,
     run_id: str | None = None,
     clock: trio.abc.Clock | None = None,

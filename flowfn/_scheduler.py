@@ -83,14 +83,6 @@ class _Failure:
         self.exc = exc
 
 
-class SubflowFailed(Exception):
-    """Carries a sub-workflow's failure (with its full path) up to the parent run."""
-
-    def __init__(self, failure: _Failure) -> None:
-        super().__init__(f"step {failure.path!r} failed: {exc_line(failure.exc)}")
-        self.failure = failure
-
-
 class Shared:
     """State shared by a run and all its sub-workflow runs."""
 
@@ -141,6 +133,10 @@ class Runner:
         # The deadline scope of each running container step (race, sub-workflow), so that
         # the steps it cancels can say why.
         self.deadline_scopes: dict[int, tuple[trio.CancelScope, float]] = {}
+        # The failure inside each failed sub-workflow (by node index): the subflow step
+        # fails with the inner step's own exception, so ``retry_on=`` and ``Outcome``
+        # consumers see what really went wrong, and the run names the inner step's path.
+        self.subflow_failures: dict[int, _Failure] = {}
         self.parent_runner = parent_runner
         self.parent_node = parent_node
         self.emits = shared.on_event is not None
@@ -737,7 +733,8 @@ class Runner:
                        parent_node=node, held=held)
         await child.execute()
         if child.failure is not None:
-            raise SubflowFailed(child.failure)
+            self.subflow_failures[node.index] = child.failure
+            raise child.failure.exc
         return child.output()
 
     # --- settling -----------------------------------------------------------------------
@@ -749,7 +746,11 @@ class Runner:
         if type(result) is _Failed:
             span = self.span_list[node.index]
             exc = result.error
-            inner = exc.failure if isinstance(exc, SubflowFailed) else None
+            inner = self.subflow_failures.get(node.index)
+            if inner is not None and inner.exc is exc:  # not, e.g., the subflow's timeout
+                span.reason = f"step {inner.path!r} failed"
+            else:
+                inner = None
             path = inner.path if inner else span.path
             self.shared.failures[path] = inner.exc if inner else exc
             if node.outcome_consumers == 0:

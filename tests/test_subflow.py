@@ -358,6 +358,27 @@ def test_retries_rerun_the_whole_subflow(flow_run: Any, flow_clock: Any) -> None
     assert flow_clock.current_time() == 2.5
 
 
+def test_retry_on_sees_the_inner_steps_own_exception(flow_run: Any) -> None:
+    """A subflow fails with its failing step's exception, so retry_on= filters on it."""
+    calls: list[str] = []
+
+    @step
+    async def flaky_fetch() -> str:
+        calls.append("fetch")
+        if len(calls) == 1:
+            raise ConnectionError("reset by peer")
+        raise KeyError("no such user")
+
+    sub = subflow(graph(flaky_fetch), name="sub", retries=3, retry_on=(ConnectionError,))
+    result = flow_run(graph(sub), expect_failure=True)
+    assert calls == ["fetch", "fetch"]  # retried the ConnectionError, not the KeyError
+    span = result.spans["sub"]
+    assert span.attempts == 2
+    assert isinstance(span.error, KeyError)
+    assert span.reason == "step 'sub/flaky_fetch' failed"
+    assert str(result.error).startswith("step 'sub/flaky_fetch' failed on attempt 1: KeyError")
+
+
 def test_when_false_skips_the_subflow(flow_run: Any) -> None:
     sub = subflow(BRANCH, name="branch1", inputs={"text": "x"},
                   when=lambda enabled: enabled)
