@@ -84,6 +84,19 @@ def test_placeholder_wired_to_an_upstream_step(tmp_path: Path) -> None:
     assert result.spans["count"].input == {"data_file": str(tmp_path / "data.txt")}
 
 
+@step
+def greeting() -> str:
+    """A module-level step: shell placeholders find it by name, like parameters do."""
+    return "hello from a step"
+
+
+def test_placeholder_finds_a_step_of_the_callers_module_by_name() -> None:
+    say = shell("echo {greeting}", name="say")
+    flow = graph(say)  # `greeting` is not passed: found in this module, like a parameter
+    assert flow.inputs == {}
+    assert run(flow).output == "hello from a step\n"
+
+
 def test_placeholder_values_are_shell_quoted(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     attack = f"x'; touch {marker}; echo '$(touch {marker}) `touch {marker}` && rm -rf /nope"
