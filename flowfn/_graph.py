@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 AnyStep = Step[Any, Any]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Binding:
     """Where one parameter's value comes from at run time."""
 
@@ -46,7 +46,7 @@ class Binding:
     default: Any = MISSING
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     """A step placed in a graph: its bindings and its edges. Identity semantics."""
 

@@ -245,11 +245,12 @@ class Runner:
         if self.stopping:
             return
         pending = self.pending
+        start, run_node = self.nursery.start_soon, self._run_node
         for d in node.dependents:
             i = d.index
             pending[i] -= 1
             if pending[i] == 0 and d.owner is None:
-                self.nursery.start_soon(self._run_node, d, name=d.name)
+                start(run_node, d, name=d.name)
 
     def _cancelled(self, span: Span, owner: Node | None) -> None:
         if span.status in ("pending", "running"):
@@ -763,11 +764,12 @@ class Runner:
         if self.stopping:
             return
         pending = self.pending
+        start, run_node = self.nursery.start_soon, self._run_node
         for d in node.dependents:
             i = d.index
             pending[i] -= 1
             if pending[i] == 0 and d.owner is None:
-                self.nursery.start_soon(self._run_node, d, name=d.name)
+                start(run_node, d, name=d.name)
 
     def _fail(self, failure: _Failure) -> None:
         if self.failure is None:
