@@ -69,6 +69,7 @@ class Node:
     simple: bool = False  # async, no retries, timeout or limit: called with no wrapper
     plain: bool = False  # simple, and nothing else to decide: the scheduler's hot path
     args: list[tuple[str, int]] | None = None  # plain, every parameter an upstream's value
+    wakes: list[int] = field(default_factory=list)  # dependents the scheduler spawns
 
     def __post_init__(self) -> None:
         self.name = self.step.name
@@ -97,6 +98,7 @@ class Graph:
         self.stream_edges = [(n.index, d.index) for n in nodes for d in n.streams_to]
         self.limited = [n for n in nodes if n.step.limit is not None or n.kind == "subflow"]
         for n in nodes:
+            n.wakes = [d.index for d in n.dependents if d.owner is None]
             step = n.step
             n.simple = (step.executor == "async" and not step.retries
                         and step.timeout is None and step.limit is None)

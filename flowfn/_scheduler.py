@@ -122,6 +122,7 @@ class Runner:
         self.clean = True  # nothing failed or was skipped yet: arguments need no checks
         self.item_results: dict[int, list[Any]] = {}
         self.pending = list(graph.dep_counts)
+        self.nodes, self.names = graph.nodes, graph.names
         self.failure: _Failure | None = None
         self.stop_reason: str | None = None
         self.stopping = False  # our own flag: cheaper than asking the cancel scope
@@ -246,11 +247,10 @@ class Runner:
             return
         pending = self.pending
         start, run_node = self.nursery.start_soon, self._run_node
-        for d in node.dependents:
-            i = d.index
+        for i in node.wakes:
             pending[i] -= 1
-            if pending[i] == 0 and d.owner is None:
-                start(run_node, d, name=d.name)
+            if pending[i] == 0:
+                start(run_node, self.nodes[i], name=self.names[i])
 
     def _cancelled(self, span: Span, owner: Node | None) -> None:
         if span.status in ("pending", "running"):
@@ -765,11 +765,10 @@ class Runner:
             return
         pending = self.pending
         start, run_node = self.nursery.start_soon, self._run_node
-        for d in node.dependents:
-            i = d.index
+        for i in node.wakes:
             pending[i] -= 1
-            if pending[i] == 0 and d.owner is None:
-                start(run_node, d, name=d.name)
+            if pending[i] == 0:
+                start(run_node, self.nodes[i], name=self.names[i])
 
     def _fail(self, failure: _Failure) -> None:
         if self.failure is None:
