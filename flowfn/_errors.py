@@ -130,19 +130,25 @@ def location(fn: Callable[..., Any]) -> str:
     return f"{relpath(code.co_filename)}:{line}"
 
 
-def def_line(fn: Callable[..., Any], name: str, *, annotations: bool = False) -> str:
-    """``path:line in def name(a, b)``, optionally with the annotations."""
+def def_line(fn: Callable[..., Any], name: str, *, annotations: bool = False,
+             at: str | None = None) -> str:
+    """``path:line in def name(a, b)``, optionally with the annotations.
+
+    ``at``: the ``path:line`` to show instead of the function's own (pattern helpers
+    such as ``shell()`` record where they were called).
+    """
+    where = at or location(fn)
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # pragma: no cover - builtins
-        return f"{location(fn)} in {name}"
+        return f"{where} in {name}"
     if annotations:
         text = str(sig).replace("'", "")
     else:
         params = [p.replace(annotation=inspect.Parameter.empty, default=inspect.Parameter.empty)
                   for p in sig.parameters.values()]
         text = str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty))
-    return f"{location(fn)} in def {name}{text}"
+    return f"{where} in def {name}{text}"
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:

@@ -26,7 +26,7 @@ from ._errors import (
 )
 from ._step import MISSING, Step
 from ._types import EMPTY, compatible, element_type
-from ._wiring import Mode, Param, read_params, return_annotation
+from ._wiring import Mode, Param, clear_annotation_cache, read_params, return_annotation
 
 if TYPE_CHECKING:
     from ._inputs import InputSpec
@@ -96,7 +96,9 @@ class Graph:
         self.roots = [n for n in nodes if not n.deps and n.owner is None]
         self.dep_counts = [len(n.deps) for n in nodes]
         self.stream_edges = [(n.index, d.index) for n in nodes for d in n.streams_to]
-        self.limited = [n for n in nodes if n.step.limit is not None or n.kind == "subflow"]
+        # the nodes check_limits must look at: limited steps, and sub-workflows (inside)
+        self.limit_checks = [n for n in nodes
+                             if n.step.limit is not None or n.kind == "subflow"]
         for n in nodes:
             n.wakes = [d.index for d in n.dependents if d.owner is None]
             step = n.step
@@ -244,6 +246,7 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
     are reported together in one :class:`GraphError`.
     """
     _module_index_cache.clear()
+    clear_annotation_cache()
     given: list[AnyStep] = []
     targets: list[AnyStep] = []
     labels: list[str] = []

@@ -144,7 +144,8 @@ class RunResult:
         span = self.span(key)
         if span.status != "succeeded":
             why = f" ({span.reason})" if span.reason else ""
-            raise KeyError(f"step {span.path!r} has no output: it {span.status}{why}")
+            raise KeyError(f"step {span.path!r} has no output: its status is "
+                           f"{span.status!r}{why}")
         return span.output
 
     def __iter__(self) -> Iterator[Span]:

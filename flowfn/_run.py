@@ -9,19 +9,12 @@ from typing import Any
 
 import trio
 
-from ._errors import RunFailed
+from ._errors import GraphError, Problem, RunFailed, def_line, did_you_mean, exc_line
 from ._graph import Graph, graph
 from ._inputs import structure_inputs
-from ._result import Event, RunResult, RunStatus
-from ._scheduler import (
-    Runner,
-    Shared,
-    cancelled_summary,
-    check_limits,
-    check_overrides,
-    failure_message,
-    finish_spans,
-)
+from ._patterns import SubflowSpec
+from ._result import Event, RunResult, RunStatus, Span
+from ._scheduler import Runner, Shared, UnhandledFailure
 from ._step import Step
 
 
@@ -49,9 +42,12 @@ async def arun(
     context = f"run({g.name})"
     checked = check_overrides(g, overrides or {}, f"run({g.name}, overrides=...)")
     check_limits(g, limits or {}, f"run({g.name}, limits=...)")
-    if max_concurrency is not None and max_concurrency < 1:
+    if max_concurrency is not None and (
+            isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
+            or max_concurrency < 1):
         raise ValueError(
-            f"max_concurrency must be >= 1 (or None for no cap), got {max_concurrency}"
+            f"run({g.name}, max_concurrency={max_concurrency!r}): the cap must be a whole "
+            "number >= 1, or None for no cap."
         )
     values = structure_inputs(g.name, g.inputs, inputs or {}, context=context)
     shared = Shared(
@@ -63,7 +59,7 @@ async def arun(
     await runner.execute(timeout)
     timed_out = runner.timed_out
     if runner.stop_reason is not None:
-        finish_spans(runner.spans, runner.stop_reason, trio.current_time())
+        runner.finish(runner.stop_reason)
     failed = timed_out or runner.failure is not None
     status: RunStatus = "failed" if failed else "succeeded"
     result = RunResult(
@@ -79,11 +75,10 @@ async def arun(
         raise RunFailed(failure_message(f, runner.spans), result, step=f.path,
                         attempt=f.attempt, attempts=f.attempts) from f.exc
     if timed_out:
-        error = TimeoutError(f"run({g.name}) timed out after {timeout:g}s")
-        raise RunFailed(f"run({g.name}) timed out after {timeout:g}s"
-                        + cancelled_summary(runner.spans), result) from error
+        message = f"run({g.name}) timed out after {timeout:g}s"
+        raise RunFailed(message + cancelled_summary(runner.spans), result) from TimeoutError(
+            message)
     return result
-
 
 
 def run(
@@ -122,3 +117,101 @@ def run(
         ),
         clock=clock,
     )
+
+
+# --- checks before a run, and the messages after a failed one -----------------------------
+
+
+def check_overrides(graph: Graph, overrides: Mapping[Any, Any], context: str) -> dict[str, Any]:
+    """Overrides keyed by name (``branch/step`` paths inside sub-workflows), validated."""
+    out: dict[str, Any] = {}
+    problems: list[Problem] = []
+    names = _overridable(graph) if overrides else []
+    for key, value in overrides.items():
+        name = key.name if isinstance(key, Step) else str(key)
+        if name not in names:
+            guess = did_you_mean(name, names)
+            lines = [f"overrides names {name!r}, but no step in this graph has that name."]
+            hint = f"Did you mean {guess!r}? " if guess else ""
+            lines.append(f"{hint}Overridable steps: {', '.join(sorted(names))}.")
+            problems.append(Problem("", tuple(lines)))
+            continue
+        out[name] = value
+    if problems:
+        raise GraphError(context, problems, blank=False)
+    return out
+
+
+def _overridable(graph: Graph, prefix: str = "") -> list[str]:
+    names: list[str] = []
+    for n in graph.nodes:
+        names.append(prefix + n.name)
+        spec = n.step.container
+        if isinstance(spec, SubflowSpec):
+            names.extend(_overridable(spec.graph, prefix + n.name + "/"))
+    return names
+
+
+def check_limits(graph: Graph, limits: Mapping[str, int], context: str) -> None:
+    """Every ``limit=`` used in the graph (sub-workflows included) is defined, and every
+    capacity is a whole number >= 1."""
+    problems: list[Problem] = []
+
+    def visit(g: Graph, prefix: str) -> None:
+        for n in g.limit_checks:
+            lim = n.step.limit
+            if lim is not None and lim not in limits:
+                guess = did_you_mean(lim, limits)
+                hint = f" Did you mean {guess!r}?" if guess else ""
+                problems.append(Problem(def_line(n.step.fn, n.name, at=n.step.location), (
+                    f"step {prefix + n.name!r}: @step(limit={lim!r}) names a limit that this "
+                    f"run does not define.{hint}",
+                    f"Pass it to the run: limits={{{lim!r}: 5}}"
+                    + (f" (defined: {', '.join(sorted(limits))})." if limits else "."),
+                )))
+            spec = n.step.container
+            if isinstance(spec, SubflowSpec):
+                visit(spec.graph, prefix + n.name + "/")
+
+    visit(graph, "")
+    for name, cap in limits.items():
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            problems.append(Problem(f"limits[{name!r}] = {cap!r}", (
+                "a capacity limit must be a whole number >= 1.",
+            )))
+    if problems:
+        raise GraphError(context, problems)
+
+
+def failure_message(failure: UnhandledFailure, spans: Mapping[str, Span]) -> str:
+    exc = failure.exc
+    where = f" {failure.where}" if failure.where else ""
+    if failure.attempts > 1:
+        head = (f"step {failure.path!r} failed{where} on attempt {failure.attempt} of "
+                f"{failure.attempts} ({failure.location}):\n  {exc_line(exc)}")
+    else:
+        attempt = "" if failure.attempts == 1 and failure.where.startswith("in its") else (
+            f" on attempt {failure.attempt}")
+        head = (f"step {failure.path!r} failed{where}{attempt}: {exc_line(exc)}"
+                f"\n  step defined at {failure.location}")
+    return head + cancelled_summary(spans)
+
+
+def cancelled_summary(spans: Mapping[str, Span]) -> str:
+    running: list[str] = []
+    never: list[str] = []
+
+    def visit(d: Mapping[str, Span]) -> None:
+        for s in d.values():
+            if s.status == "cancelled" and "[" not in s.name:
+                (running if s.started is not None else never).append(s.path)
+            visit(s.children)
+
+    visit(spans)
+    parts = []
+    if running:
+        parts.append("cancelled while running: " + ", ".join(sorted(running)))
+    if never:
+        parts.append("never started: " + ", ".join(sorted(never)))
+    return ("\n  " + "; ".join(parts)) if parts else ""
+

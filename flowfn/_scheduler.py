@@ -13,7 +13,8 @@ failure that nothing handles cancels the nursery: every running step is cancelle
 
 Everything else plugs in at one of three places: ``_body`` (what running a node means:
 a function, a map, a race, a sub-workflow), ``_attempts`` (retries, per-attempt
-timeouts, capacity slots) and ``_settle`` (results, failure policy, waking dependents).
+timeouts, capacity slots) and ``_settle`` / ``_wake`` (results, failure policy, waking
+dependents; a plain step that succeeds stores its result inline and calls ``_wake``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import outcome
 import trio
 
-from ._errors import GraphError, MapLengthError, Problem, StepTimeout, exc_line
+from ._errors import MapLengthError, StepTimeout, exc_line
 from ._executors import call
 from ._graph import Binding, Graph, Node
 from ._inputs import structure_inputs
@@ -43,6 +44,13 @@ from ._result import (
 from ._step import MISSING, backoff_delay
 from ._wiring import Mode
 
+checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+
+#: Limits whose slot an enclosing container holds: name -> the one-slot limiter its
+#: members take turns on instead of the run's limiter (see ``Runner._attempts``).
+Held = Mapping[str, trio.CapacityLimiter]
+_NOTHING_HELD: Held = {}
+
 
 class _Skip:
     """A node settled without output; ``reason`` says why."""
@@ -58,29 +66,36 @@ class _Failed:
 
     Successful outputs are stored bare (no wrapper object per step on the hot path), so a
     slot of ``results`` holds an output, a ``_Failed`` or a ``_Skip``; user code never
-    sees either class, so no step can return one by accident.
+    sees either class, so no step can return one by accident. ``where`` says which part
+    failed when it was not the step's own function ("in item [3]").
     """
 
-    __slots__ = ("error",)
+    __slots__ = ("error", "where")
 
-    def __init__(self, error: BaseException) -> None:
+    def __init__(self, error: BaseException, where: str = "") -> None:
         self.error = error
+        self.where = where
 
 
-_PENDING = _Skip("it never ran")  # the result of a node that has not settled
-_NO_KWARGS: dict[str, Any] = {}
+_PENDING = _Skip("it has not run")  # the result of a node that has not settled
+_IN_PREDICATE = "in its when= predicate"
 
 
-class _Failure:
-    """The first failure nothing handled: it stops the run."""
+class _AllSkipped(BaseException):
+    """Every contestant of a race was skipped: the race is skipped too (not a failure)."""
+
+
+class UnhandledFailure:
+    """The first failure nothing handled: it stops the run (and is what RunFailed says)."""
 
     def __init__(self, path: str, location: str, attempt: int, attempts: int,
-                 exc: BaseException) -> None:
+                 exc: BaseException, where: str = "") -> None:
         self.path = path
         self.location = location
         self.attempt = attempt
         self.attempts = attempts
         self.exc = exc
+        self.where = where
 
 
 class Shared:
@@ -102,7 +117,7 @@ class Runner:
                  overrides: Mapping[str, Any], prefix: str = "",
                  spans: dict[str, Span] | None = None, parent: RunView | None = None,
                  parent_runner: Runner | None = None, parent_node: Node | None = None,
-                 held: frozenset[str] = frozenset()) -> None:
+                 held: Held = _NOTHING_HELD) -> None:
         self.graph = graph
         self.values = values
         self.shared = shared
@@ -120,12 +135,16 @@ class Runner:
         self.view = RunView(self.spans, parent)
         self.results: list[Any] = [_PENDING] * len(graph.nodes)
         self.clean = True  # nothing failed or was skipped yet: arguments need no checks
-        self.item_results: dict[int, list[Any]] = {}
+        self.collected_items: dict[int, list[Any]] = {}  # failed maps read as list[Outcome]
+        self.contests: dict[int, dict[Node, Any]] = {}  # race index -> contestants' results
+        self.settled_races: set[int] = set()
         self.pending = list(graph.dep_counts)
         self.nodes, self.names = graph.nodes, graph.names
-        self.failure: _Failure | None = None
+        self.failure: UnhandledFailure | None = None
         self.stop_reason: str | None = None
-        self.stopping = False  # our own flag: cheaper than asking the cancel scope
+        # Set by stop(). Checked instead of the nursery's cancel scope, whose
+        # ``cancel_called`` reads the clock; a run deadline is checked on its own.
+        self.stopping = False
         self.streams: dict[tuple[int, int], trio.MemorySendChannel[Any]] = {}
         self.stream_recv: dict[int, trio.MemoryReceiveChannel[Any]] = {}
         self.nursery: trio.Nursery
@@ -137,11 +156,11 @@ class Runner:
         # The failure inside each failed sub-workflow (by node index): the subflow step
         # fails with the inner step's own exception, so ``retry_on=`` and ``Outcome``
         # consumers see what really went wrong, and the run names the inner step's path.
-        self.subflow_failures: dict[int, _Failure] = {}
+        self.subflow_failures: dict[int, UnhandledFailure] = {}
         self.parent_runner = parent_runner
         self.parent_node = parent_node
         self.emits = shared.on_event is not None
-        self.held = held  # limits whose slot an enclosing sub-workflow holds for us
+        self.held = held
         self.now: Callable[[], float] = trio.current_time
 
     # --- the run ---------------------------------------------------------------------
@@ -175,14 +194,34 @@ class Runner:
             raise escaped
         if self.nursery.cancel_scope.cancelled_caught and self.stop_reason is None:
             self.timed_out = True
-            self.stop_reason = f"cancelled: the run timed out after {timeout:g}s"
-            finish_spans(self.spans, self.stop_reason, self.now())
+            self.stop_reason = self._timed_out()
+
+    def _timed_out(self) -> str:
+        return f"cancelled: the run timed out after {self.timeout:g}s"
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
         self.stopping = True
         self.nursery.cancel_scope.cancel()
+
+    def finish(self, reason: str) -> None:
+        """After a stopped run: spans still pending or running become ``cancelled``."""
+        now = self.now()
+
+        def visit(spans: Mapping[str, Span]) -> None:
+            for span in spans.values():
+                if span.status in ("pending", "running"):
+                    span.status = "cancelled"
+                    if span.started is None:
+                        span.reason = f"never started: {reason}"
+                    else:
+                        span.reason = span.reason or reason
+                        span.ended = now if span.ended is None else span.ended
+                    self._emit("cancelled", span)
+                visit(span.children)
+
+        visit(self.spans)
 
     def output(self) -> Any:
         def value(n: Node) -> Any:
@@ -202,7 +241,7 @@ class Runner:
         span = self.span_list[node.index]
         current_span_var.set(span)
         try:
-            await trio.lowlevel.checkpoint_if_cancelled()  # an outer cancel: don't start
+            await checkpoint_if_cancelled()  # an outer cancel: don't start
             if node.plain and self.fast:
                 # An async step with no options: the hot path, written out in full (no
                 # helper calls) because it is most of what a large run does.
@@ -235,22 +274,15 @@ class Runner:
                         if self.emits:
                             self._emit("finished", span)
             else:
-                result = await self._body(node, span)
+                result = await self._body(node, span, self.held)
         except BaseException:  # Cancelled, or a group of them from a container's nursery
             self._cancelled(span, node.owner)
             raise
         if type(result) is _Failed or node.streams_to:
             self._settle(node, result)
-            return
-        self.results[node.index] = result  # _settle and _wake, for a plain success
-        if self.stopping:
-            return
-        pending = self.pending
-        start, run_node = self.nursery.start_soon, self._run_node
-        for i in node.wakes:
-            pending[i] -= 1
-            if pending[i] == 0:
-                start(run_node, self.nodes[i], name=self.names[i])
+        else:
+            self.results[node.index] = result  # all _settle does for this result
+            self._wake(node)
 
     def _cancelled(self, span: Span, owner: Node | None) -> None:
         if span.status in ("pending", "running"):
@@ -279,17 +311,16 @@ class Runner:
         if self.stop_reason is not None:
             return self.stop_reason
         if self.timeout is not None and self.nursery.cancel_scope.cancel_called:
-            return f"cancelled: the run timed out after {self.timeout:g}s"
+            return self._timed_out()
         if self.parent_runner is not None:
             return self.parent_runner.why_cancelled(self.parent_node)
         return "cancelled from outside the run"
 
-    async def _body(self, node: Node, span: Span, held: frozenset[str] | None = None) -> Any:
+    async def _body(self, node: Node, span: Span, held: Held) -> Any:
         """Run a node whose dependencies have settled: skip it, or produce its result.
 
-        ``held``: limits whose slot an enclosing container holds (default: the run's).
+        ``held``: the limits whose slot an enclosing container holds.
         """
-        held = self.held if held is None else held
         kwargs = self._gather(node, node.bindings)
         if isinstance(kwargs, _Skip):
             return self._skip(span, kwargs)
@@ -299,20 +330,28 @@ class Runner:
                 return verdict
         span.input = kwargs
         fn = node.step.fn
-        if self.overrides:
-            override = self.overrides.get(node, MISSING)
-            if override is not MISSING:
-                if isinstance(override, BaseException) or not callable(override):
-                    return await self._attempts(node, span, lambda: _constant(override),
-                                                held, container=True)
-                fn = override
-        if node.kind != "function":  # a container: what runs inside inherits its slot
-            inside = held | {node.step.limit} if node.step.limit else held
-            if node.kind == "race":
-                return await self._attempts(node, span, lambda: self._race(node, span, inside),
-                                            held, container=True)
+        override = self.overrides.get(node, MISSING) if self.overrides else MISSING
+        if override is not MISSING:  # replaces the whole step, a container included
+            if node.kind != "function":
+                span.reason = "overridden"  # what its members' spans will say
+            if isinstance(override, BaseException) or not callable(override):
+                return await self._attempts(node, span, lambda: _constant(override), held,
+                                            container=True)
+            fn = override
+            if node.kind != "function":
+                return await self._attempts(node, span, self._caller(node, fn, kwargs), held,
+                                            container=True)
+        if node.kind == "race":
+            inside = self._holding(node, held)
+            try:
+                return await self._attempts(
+                    node, span, lambda: self._race(node, span, inside), held, container=True)
+            except _AllSkipped as skipped:
+                return self._skip(span, _Skip(str(skipped)))
+        if node.kind == "subflow":
             spec = node.step.container
             assert isinstance(spec, SubflowSpec)
+            inside = self._holding(node, held)
             return await self._attempts(
                 node, span, lambda: self._subflow(node, span, spec, kwargs, inside), held,
                 container=True,
@@ -322,6 +361,12 @@ class Runner:
         if node.mapped:
             return await self._map(node, span, kwargs, fn, held)
         return await self._attempts(node, span, self._caller(node, fn, kwargs), held)
+
+    def _holding(self, node: Node, held: Held) -> Held:
+        """The limits held inside a container: with ``limit=`` it holds one slot of that
+        limit, which its members naming the same limit take turns on."""
+        limit = node.step.limit
+        return {**held, limit: trio.CapacityLimiter(1)} if limit else held
 
     def _caller(self, node: Node, fn: Callable[..., Any],
                 kwargs: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
@@ -351,7 +396,7 @@ class Runner:
             kind = type(res)
             mode = b.mode
             if mode is Mode.OUTCOME_LIST:
-                items = self.item_results.get(up.index)
+                items = self.collected_items.get(up.index)
                 if items is not None:
                     kwargs[b.param] = [_as_outcome(r) for r in items]
                 elif kind is _Skip:
@@ -385,7 +430,7 @@ class Runner:
                 verdict = await verdict
         except Exception as exc:
             span.reason = "its when= predicate raised"
-            return self._failed(span, exc)
+            return self._failed(span, exc, _IN_PREDICATE)
         if not verdict:
             return self._skip(span, _Skip("its when= predicate was false"))
         return None
@@ -397,7 +442,7 @@ class Runner:
         self._emit("skipped", span)
         return skip
 
-    def _failed(self, span: Span, exc: BaseException) -> _Failed:
+    def _failed(self, span: Span, exc: BaseException, where: str = "") -> _Failed:
         """Settle a span as failed (its last attempt's error) and emit the event."""
         self.clean = False
         now = self.now()
@@ -408,26 +453,26 @@ class Runner:
             span.started = now
         span.ended = now
         self._emit("failed", span)
-        return _Failed(exc)
+        return _Failed(exc, where)
 
     # --- attempts: retries, timeouts, slots --------------------------------------------
 
     async def _attempts(self, node: Node, span: Span, fn: Callable[[], Awaitable[Any]],
-                        held: frozenset[str], *, container: bool = False) -> Any:
+                        held: Held, *, container: bool = False) -> Any:
         """Run ``fn`` with the step's retries, per-attempt timeout and capacity slots.
 
         A container (race, sub-workflow) takes no ``max_concurrency`` slot: it only waits
-        for its members. With ``limit=`` it holds that limit's slot for its whole run, and
-        members naming the same limit run under it (``held``) instead of waiting for a
-        second slot that a small limit would never give them.
+        for its members. With ``limit=`` it holds one slot of that limit for its whole
+        run; members naming the same limit take turns on it (``held``) rather than wait
+        for a slot their own container may be holding.
         """
         step = node.step
         total = step.retries + 1
         limit = step.limit
-        named = self.shared.limiters.get(limit) if limit and limit not in held else None
+        named = (held.get(limit) or self.shared.limiters.get(limit)) if limit else None
         glob = None if container else self.shared.global_limiter
         if total == 1 and named is None and glob is None and step.timeout is None:
-            return await self._single_attempt(span, fn, _NO_KWARGS)
+            return await self._single_attempt(span, fn)
         for attempt in range(1, total + 1):
             span.attempts = attempt
             try:
@@ -451,26 +496,21 @@ class Runner:
                 if attempt < total and isinstance(exc, step.retry_on):
                     span.error = exc
                     self._emit("retrying", span)
-                    await trio.sleep(backoff_delay(step.backoff, attempt))
+                    await trio.sleep(backoff_delay(step.backoff, attempt))  # holds no slot
                     continue
                 return self._failed(span, exc)
             now = self.now()
             begun = span.attempt_started
             span.log_attempt(Attempt(attempt, now if begun is None else begun, now))
-            span.status = "succeeded"
             span.error = None
-            span.output = value
-            span.ended = now
-            self._emit("finished", span)
-            return value
+            return self._succeeded(span, value)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _single_attempt(self, span: Span, fn: Callable[..., Awaitable[Any]],
-                              kwargs: dict[str, Any]) -> Any:
+    async def _single_attempt(self, span: Span, fn: Callable[[], Awaitable[Any]]) -> Any:
         """One try, no slot, no deadline: the path almost every step takes."""
         self._start(span)
         try:
-            value = await fn(**kwargs)
+            value = await fn()
         except Exception as exc:
             return self._failed(span, exc)
         return self._succeeded(span, value)
@@ -523,7 +563,7 @@ class Runner:
     # --- maps --------------------------------------------------------------------------
 
     async def _map(self, node: Node, span: Span, kwargs: dict[str, Any],
-                   fn: Callable[..., Any], held: frozenset[str]) -> Any:
+                   fn: Callable[..., Any], held: Held) -> Any:
         mapped = [b.param for b in node.bindings if b.each]
         try:
             columns = [list(kwargs[p]) for p in mapped]
@@ -554,7 +594,7 @@ class Runner:
         return await self._run_items(node, span, fn, source, held, in_order=True)
 
     async def _stream_map(self, node: Node, span: Span, kwargs: dict[str, Any],
-                          fn: Callable[..., Any], held: frozenset[str]) -> Any:
+                          fn: Callable[..., Any], held: Held) -> Any:
         up = node.stream_from
         assert up is not None
         param = next(b.param for b in node.bindings if b.each)
@@ -587,7 +627,7 @@ class Runner:
     async def _run_items(self, node: Node, span: Span, fn: Callable[..., Any],
                          source: Callable[[Callable[[int, dict[str, Any]], None]],
                                           Awaitable[int | _Skip]],
-                         held: frozenset[str], *, in_order: bool) -> Any:
+                         held: Held, *, in_order: bool) -> Any:
         """Run map items as they become known; results in input order.
 
         ``in_order``: the source sends items by index, so the child spans need no sort.
@@ -599,6 +639,7 @@ class Runner:
         span.children = children
         results: dict[int, Any] = {}
         first_error: list[tuple[int, BaseException]] = []
+        stopped: list[str] = []  # why the items still running are being cancelled
         outlets = [self.streams[(node.index, d.index)] for d in node.streams_to]
         simple = node.simple and self.shared.global_limiter is None and fn is node.step.fn
         name, path = span.name, span.path
@@ -607,6 +648,7 @@ class Runner:
             current_span_var.set(ispan)
             ispan.input = kw
             try:
+                await checkpoint_if_cancelled()  # the map was stopped: don't start
                 if simple:  # _single_attempt, written out: one coroutine less per item
                     ispan.attempts = 1
                     ispan.started = self.now()
@@ -622,6 +664,9 @@ class Runner:
                 else:
                     res = await self._attempts(node, ispan, self._caller(node, fn, kw), held)
             except BaseException:
+                if stopped and ispan.reason is None:
+                    ispan.reason = (stopped[0] if ispan.started is not None
+                                    else f"never started: {stopped[0]}")
                 self._cancelled(ispan, node)
                 raise
             results[i] = res
@@ -631,8 +676,10 @@ class Runner:
             elif not first_error:
                 first_error.append((i, res.error))
                 if not node.collect_items:
+                    stopped.append(f"cancelled because item [{i}] failed")
                     inner.cancel_scope.cancel()
 
+        count: int | _Skip | None = None
         async with trio.open_nursery() as inner:
             def start(i: int, kw: dict[str, Any]) -> None:
                 label = f"{name}[{i}]"
@@ -640,8 +687,9 @@ class Runner:
                 children[label] = ispan
                 inner.start_soon(item, i, kw, ispan, name=ispan.path)
 
-            count = await source(start)
+            count = await source(start)  # a failed item cancels this (count stays None)
             if isinstance(count, _Skip):
+                stopped.append(f"cancelled because {count.reason}")
                 inner.cancel_scope.cancel()
             else:
                 for out in outlets:
@@ -649,21 +697,18 @@ class Runner:
         for out in outlets:
             out.close()
         if not in_order:
-            span.children = dict(sorted(span.children.items(),
-                                        key=lambda kv: _item_index(kv[0])))
+            span.children = dict(sorted(children.items(), key=lambda kv: _item_index(kv[0])))
         span.ended = self.now()
-        if isinstance(count, _Skip):
-            return self._skip(span, count)
         if first_error:
             i, exc = first_error[0]
-            if node.collect_items:
-                self.item_results[node.index] = [results[k] for k in range(count)]
-            for child in span.children.values():
-                if child.status == "cancelled":
-                    child.reason = f"cancelled because item [{i}] failed"
+            if node.collect_items and isinstance(count, int):
+                self.collected_items[node.index] = [results[k] for k in range(count)]
             span.reason = f"item [{i}] failed"
-            span.attempts = span.children[f"{name}[{i}]"].attempts
-            return self._failed(span, exc)
+            span.attempts = children[f"{name}[{i}]"].attempts
+            return self._failed(span, exc, f"in item [{i}]")
+        if isinstance(count, _Skip):
+            return self._skip(span, count)
+        assert count is not None
         values = [results[k] for k in range(count)]
         span.status = "succeeded"
         span.output = values
@@ -673,20 +718,30 @@ class Runner:
 
     # --- containers ---------------------------------------------------------------------
 
-    async def _race(self, node: Node, span: Span, held: frozenset[str]) -> Any:
-        """First successful contestant wins; the others are cancelled before we return."""
+    async def _race(self, node: Node, span: Span, held: Held) -> Any:
+        """First successful contestant wins; the others are cancelled before we return.
+
+        The contestants' results are kept in ``self.contests`` and given to them only
+        when the race settles (``_settle_contestants``): a retried race runs them again.
+        """
+        if span.attempts > 1:  # a retry: the contestants start afresh
+            self._renew_spans(node.members)
+        got: dict[Node, Any] = {}
+        self.contests[node.index] = got
         errors: list[Exception] = []
-        member_results: dict[Node, Any] = {}
 
         async def contest(m: Node) -> None:
             mspan = self.span_list[m.index]
             current_span_var.set(mspan)
             try:
+                await checkpoint_if_cancelled()  # the race is over: don't start
                 res = await self._body(m, mspan, held)
             except BaseException:
                 self._cancelled(mspan, node)
+                if m.kind == "race":  # a losing inner race: its contestants settle now
+                    self._settle_contestants(m)
                 raise
-            member_results[m] = res
+            got[m] = res
             kind = type(res)
             if kind is _Failed:
                 if isinstance(res.error, Exception):
@@ -699,40 +754,75 @@ class Runner:
                         ospan.reason = f"lost the race {node.name!r} to {m.name!r}"
                 inner.cancel_scope.cancel()
 
+        span.winner = None
         async with trio.open_nursery() as inner:
             for m in node.members:
                 inner.start_soon(contest, m, name=m.name)
-        for m in node.members:
-            res = member_results.get(m)
-            if res is None:
-                res = _Skip(self.span_list[m.index].reason or "cancelled")
-                self.clean = False
-            self.results[m.index] = res
-            if type(res) is _Failed:
-                self.shared.failures[self.prefix + m.name] = res.error
-        for m in node.members:
-            self._wake(m)
-        if span.winner is None:
+        if span.winner is not None:
+            return got[self.graph.by_name[span.winner]]
+        if errors:
             raise ExceptionGroup(
-                f"all {len(node.members)} contestants of race {node.name!r} failed", errors
-            ) if errors else RuntimeError(f"no contestant of race {node.name!r} could run")
-        return member_results[self.graph.by_name[span.winner]]
+                f"all {len(node.members)} contestants of race {node.name!r} failed", errors)
+        raise _AllSkipped(f"every contestant of race {node.name!r} was skipped")
+
+    def _renew_spans(self, nodes: list[Node]) -> None:
+        for m in nodes:
+            old = self.span_list[m.index]
+            self.span_list[m.index] = self.spans[m.name] = Span(old.name, old.path)
+            if m.kind == "race":
+                self._renew_spans(m.members)
+
+    def _settle_contestants(self, race: Node) -> None:
+        """Give each contestant its final result and wake what waits for it.
+
+        Called once, however the race ended: won, failed, skipped, overridden or
+        cancelled (then the run or an enclosing race is stopping it).
+        """
+        if race.index in self.settled_races:
+            return
+        self.settled_races.add(race.index)
+        got = self.contests.pop(race.index, {})
+        rspan = self.span_list[race.index]
+        for m in race.members:
+            res = got.get(m, MISSING)
+            if res is MISSING:
+                mspan = self.span_list[m.index]
+                if mspan.status == "pending":  # the race never started it
+                    why = f" ({rspan.reason})" if rspan.reason else ""
+                    res = self._skip(mspan, _Skip(f"race {race.name!r} did not run it{why}"))
+                else:
+                    res = _Skip(mspan.reason or "it was cancelled")
+                    self.clean = False
+            elif type(res) is _Failed:
+                self.shared.failures[self.prefix + m.name] = res.error
+            self.results[m.index] = res
+        for m in race.members:
+            self._wake(m)
 
     async def _subflow(self, node: Node, span: Span, spec: SubflowSpec,
-                       kwargs: dict[str, Any], held: frozenset[str]) -> Any:
+                       kwargs: dict[str, Any], held: Held) -> Any:
         sub = spec.graph
         given = {**spec.fixed, **kwargs}
         values = structure_inputs(sub.name, sub.inputs, given,
                                   context=f"subflow {span.path!r}")
         prefix = span.path + "/"
+        failures = self.shared.failures
+        for key in [k for k in failures if k.startswith(prefix)]:
+            del failures[key]  # a retry starts afresh: only the last attempt's failures
         overrides = {k[len(node.name) + 1:]: v for k, v in self.sub_overrides.items()
                      if k.startswith(node.name + "/")}
-        children: dict[str, Span] = {}  # a retry starts the sub-workflow afresh
+        children: dict[str, Span] = {}
         span.children = children
         child = Runner(sub, values, self.shared, overrides=overrides, prefix=prefix,
                        spans=children, parent=self.view, parent_runner=self,
                        parent_node=node, held=held)
-        await child.execute()
+        try:
+            await child.execute()
+        except BaseException:
+            child.finish(child.why_stopped())
+            raise
+        if child.stop_reason is not None:
+            child.finish(child.stop_reason)
         if child.failure is not None:
             self.subflow_failures[node.index] = child.failure
             raise child.failure.exc
@@ -755,12 +845,16 @@ class Runner:
             path = inner.path if inner else span.path
             self.shared.failures[path] = inner.exc if inner else exc
             if node.outcome_consumers == 0:
-                self._fail(inner or _Failure(span.path, node.step.location, span.attempts,
-                                             node.step.retries + 1, exc))
+                attempts = 1 if result.where == _IN_PREDICATE else node.step.retries + 1
+                self._fail(inner or UnhandledFailure(span.path, node.step.location,
+                                                     span.attempts, attempts, exc,
+                                                     result.where))
                 return
         self._wake(node)
 
     def _wake(self, node: Node) -> None:
+        if node.kind == "race":
+            self._settle_contestants(node)
         if self.stopping:
             return
         pending = self.pending
@@ -770,7 +864,7 @@ class Runner:
             if pending[i] == 0:
                 start(run_node, self.nodes[i], name=self.names[i])
 
-    def _fail(self, failure: _Failure) -> None:
+    def _fail(self, failure: UnhandledFailure) -> None:
         if self.failure is None:
             self.failure = failure
             self.stop(f"cancelled because step {failure.path!r} failed")
@@ -819,111 +913,3 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     import inspect
 
     return inspect.iscoroutinefunction(inspect.unwrap(fn))
-
-
-# --- whole-run helpers used by the public API ----------------------------------------------
-
-
-def check_overrides(graph: Graph, overrides: Mapping[Any, Any], context: str) -> dict[str, Any]:
-    """Overrides keyed by name (``branch/step`` paths inside sub-workflows), validated."""
-    from ._errors import did_you_mean
-    from ._step import Step
-
-    out: dict[str, Any] = {}
-    problems: list[Problem] = []
-    names = _overridable(graph) if overrides else []
-    for key, value in overrides.items():
-        name = key.name if isinstance(key, Step) else str(key)
-        if name not in names:
-            guess = did_you_mean(name, names)
-            lines = [f"overrides names {name!r}, but no step in this graph has that name."]
-            hint = f"Did you mean {guess!r}? " if guess else ""
-            lines.append(f"{hint}Overridable steps: {', '.join(sorted(names))}.")
-            problems.append(Problem("", tuple(lines)))
-            continue
-        out[name] = value
-    if problems:
-        raise GraphError(context, problems, blank=False)
-    return out
-
-
-def _overridable(graph: Graph, prefix: str = "") -> list[str]:
-    names: list[str] = []
-    for n in graph.nodes:
-        names.append(prefix + n.name)
-        spec = n.step.container
-        if isinstance(spec, SubflowSpec):
-            names.extend(_overridable(spec.graph, prefix + n.name + "/"))
-    return names
-
-
-def check_limits(graph: Graph, limits: Mapping[str, int], context: str) -> None:
-    problems: list[Problem] = []
-    from ._errors import did_you_mean
-
-    def visit(g: Graph, prefix: str) -> None:
-        for n in g.limited:
-            lim = n.step.limit
-            if lim is not None and lim not in limits:
-                guess = did_you_mean(lim, limits)
-                hint = f" Did you mean {guess!r}?" if guess else ""
-                problems.append(Problem(f"{n.step.location} in step {prefix + n.name!r}", (
-                    f"@step(limit={lim!r}) names a limit that this run does not define.{hint}",
-                    f"Pass it to the run: limits={{{lim!r}: 5}}"
-                    + (f" (defined: {', '.join(sorted(limits))})." if limits else "."),
-                )))
-            spec = n.step.container
-            if isinstance(spec, SubflowSpec):
-                visit(spec.graph, prefix + n.name + "/")
-
-    visit(graph, "")
-    for name, cap in limits.items():
-        if not isinstance(cap, int) or cap < 1:
-            problems.append(Problem(f"limits[{name!r}] = {cap!r}", (
-                "a capacity limit must be a whole number >= 1.",
-            )))
-    if problems:
-        raise GraphError(context, problems)
-
-
-def failure_message(failure: _Failure, spans: dict[str, Span]) -> str:
-    exc = failure.exc
-    if failure.attempts > 1:
-        head = (f"step {failure.path!r} failed on attempt {failure.attempt} of "
-                f"{failure.attempts} ({failure.location}):\n  {exc_line(exc)}")
-    else:
-        head = (f"step {failure.path!r} failed on attempt {failure.attempt}: {exc_line(exc)}"
-                f"\n  step defined at {failure.location}")
-    return head + cancelled_summary(spans)
-
-
-def cancelled_summary(spans: Mapping[str, Span]) -> str:
-    running: list[str] = []
-    never: list[str] = []
-
-    def visit(d: Mapping[str, Span]) -> None:
-        for s in d.values():
-            if s.status == "cancelled" and "[" not in s.name:
-                (running if s.started is not None else never).append(s.path)
-            visit(s.children)
-
-    visit(spans)
-    parts = []
-    if running:
-        parts.append("cancelled while running: " + ", ".join(sorted(running)))
-    if never:
-        parts.append("never started: " + ", ".join(sorted(never)))
-    return ("\n  " + "; ".join(parts)) if parts else ""
-
-
-def finish_spans(spans: Mapping[str, Span], reason: str | None, now: float) -> None:
-    """In a stopped run, spans still pending or running become ``cancelled`` with a reason."""
-    for s in spans.values():
-        if s.status == "pending":
-            s.status = "cancelled"
-            s.reason = f"never started: {reason}" if reason else "never started"
-        elif s.status == "running":
-            s.status = "cancelled"
-            s.reason = s.reason or reason
-            s.ended = now if s.ended is None else s.ended
-        finish_spans(s.children, reason, now)

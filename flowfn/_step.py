@@ -112,10 +112,17 @@ class Step(Generic[P, R]):
                 f"step {name or fn.__name__!r} ({location(fn)}): executor='async' needs an "
                 "'async def' function. Use executor='thread' or 'inline' for a plain 'def'."
             )
-        if retries < 0:
-            raise ValueError(f"step {name or fn.__name__!r}: retries must be >= 0, got {retries}")
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"step {name or fn.__name__!r}: timeout must be > 0, got {timeout}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(
+                f"step {name or fn.__name__!r} ({defined_at or location(fn)}): retries= must "
+                f"be a whole number >= 0, got {retries!r}. It counts the tries after the "
+                "first: retries=2 tries up to 3 times."
+            )
+        if timeout is not None and not timeout > 0:
+            raise ValueError(
+                f"step {name or fn.__name__!r} ({defined_at or location(fn)}): timeout= must "
+                f"be a number of seconds > 0, got {timeout!r}. Leave it out for no timeout."
+            )
         if isinstance(after, Step | str):
             after = [after]
         self.fn: Callable[P, R] = fn

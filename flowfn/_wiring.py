@@ -61,7 +61,14 @@ class Param:
     problem: tuple[str, ...] | None = None
 
 
+# String annotations evaluated during one graph() call, by (text, id(namespace)).
+# graph() clears it first: ids of freed namespaces are reused, and a reloaded module keeps
+# its namespace but not its classes, so nothing may outlive the call that built it.
 _eval_cache: dict[tuple[str, int], Any] = {}
+
+
+def clear_annotation_cache() -> None:
+    _eval_cache.clear()
 
 
 def _resolve(ann: Any, fn: Callable[..., Any]) -> Any:

@@ -283,9 +283,9 @@ def test_unknown_limit_name() -> None:
     assert str(info.value) == (
         "1 problem in run(call_api, limits=...)\n"
         "\n"
-        f"  {at(m.call_api)} in step 'call_api'\n"
-        "    @step(limit='api') names a limit that this run does not define. "
-        "Did you mean 'apu'?\n"
+        f"  {at(m.call_api)} in def call_api()\n"
+        "    step 'call_api': @step(limit='api') names a limit that this run does not "
+        "define. Did you mean 'apu'?\n"
         "    Pass it to the run: limits={'api': 5} (defined: apu)."
     )
 
@@ -296,8 +296,9 @@ def test_missing_limit() -> None:
     assert str(info.value) == (
         "1 problem in run(call_api, limits=...)\n"
         "\n"
-        f"  {at(m.call_api)} in step 'call_api'\n"
-        "    @step(limit='api') names a limit that this run does not define.\n"
+        f"  {at(m.call_api)} in def call_api()\n"
+        "    step 'call_api': @step(limit='api') names a limit that this run does not "
+        "define.\n"
         "    Pass it to the run: limits={'api': 5}."
     )
 
@@ -452,4 +453,75 @@ def test_current_span_outside_a_step() -> None:
     assert str(info.value) == (
         "step_span() was called outside a running step. It only works inside a "
         "function that run() is executing."
+    )
+
+
+# --- options and run arguments -----------------------------------------------------------------
+
+
+
+
+def test_negative_retries() -> None:
+    with pytest.raises(ValueError) as info:
+        step(retries=-1)(m.call_api.fn)
+    assert str(info.value) == (
+        f"step 'call_api' ({at(m.call_api)}): retries= must be a whole number >= 0, got -1. "
+        "It counts the tries after the first: retries=2 tries up to 3 times."
+    )
+
+
+def test_non_positive_timeout() -> None:
+    with pytest.raises(ValueError) as info:
+        step(timeout=0)(m.call_api.fn)
+    assert str(info.value) == (
+        f"step 'call_api' ({at(m.call_api)}): timeout= must be a number of seconds > 0, "
+        "got 0. Leave it out for no timeout."
+    )
+
+
+def test_bad_max_concurrency() -> None:
+    with pytest.raises(ValueError) as info:
+        run(graph(m.call_api), max_concurrency=0, limits={"api": 1})
+    assert str(info.value) == (
+        "run(call_api, max_concurrency=0): the cap must be a whole number >= 1, or None for "
+        "no cap."
+    )
+
+
+def test_bad_limit_capacity() -> None:
+    with pytest.raises(GraphError) as info:
+        run(graph(m.call_api), limits={"api": True})
+    assert str(info.value) == (
+        "1 problem in run(call_api, limits=...)\n"
+        "\n"
+        "  limits['api'] = True\n"
+        "    a capacity limit must be a whole number >= 1."
+    )
+
+
+def test_output_of_a_skipped_step() -> None:
+    @step(when=lambda: False)
+    async def optional_report() -> str:
+        return "report"
+
+    result = run(graph(optional_report))
+    with pytest.raises(KeyError) as info:
+        result[optional_report]
+    assert info.value.args[0] == (
+        "step 'optional_report' has no output: its status is 'skipped' "
+        "(its when= predicate was false)"
+    )
+
+
+def test_failing_when_predicate_names_the_predicate() -> None:
+    @step(when=lambda: {}["valid"], retries=2)
+    async def guarded() -> str:
+        return "x"
+
+    with pytest.raises(RunFailed) as info:
+        run(graph(guarded))
+    line = inspect.getsourcelines(guarded.fn)[1] + 1
+    assert str(info.value) == (
+        "step 'guarded' failed in its when= predicate: KeyError: 'valid'\n"
+        f"  step defined at tests/test_messages.py:{line}"
     )

@@ -403,8 +403,10 @@ def test_events_on_failure_and_skip(flow_run: Any) -> None:
         "slow": [("started", 0), ("cancelled", 1)],
         "bad": [("started", 0), ("failed", 1)],
         "off": [("skipped", 0)],
+        "never": [("cancelled", 1)],  # never started: told once the run has stopped
     }
     assert events.index(("failed", "bad", 1)) < events.index(("cancelled", "slow", 1))
+    assert events[-1] == ("cancelled", "never", 1)
 
 
 def test_a_broken_event_callback_does_not_break_the_run() -> None:
