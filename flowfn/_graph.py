@@ -342,7 +342,7 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
         lines.append(f"Steps in this graph: {available()}.")
         problems.append(Problem(_where(info.step, info), tuple(lines), info.step.name))
 
-    def bind(info: _Info, node: Node, plist_: list[Param], globalns: dict[str, Any],
+    def bind(info: _Info, plist_: list[Param], globalns: dict[str, Any],
              what: str) -> list[Binding]:
         out: list[Binding] = []
         for p in plist_:
@@ -360,8 +360,6 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
             else:
                 target = lookup(p.name, globalns)
             if target is None:
-                if p.each:
-                    continue  # unreachable: each() always names its upstream
                 spec = inputs.get(p.name)
                 if spec is None:
                     spec = inputs[p.name] = InputSpec(p.name, p.annotation, p.default, [])
@@ -388,9 +386,9 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
         node = nodes[s]
         for text in info.problems:
             problems.append(Problem(_where(s, info), (text,), s.name))
-        node.bindings = bind(info, node, info.params, info.globalns, "")
+        node.bindings = bind(info, info.params, info.globalns, "")
         if info.when_params is not None and s.when is not None:
-            node.when = bind(info, node, info.when_params, _globals_of(s.when), "when= predicate ")
+            node.when = bind(info, info.when_params, _globals_of(s.when), "when= predicate ")
         deps: dict[Node, None] = {b.node: None for b in node.bindings if b.node is not None}
         deps.update({b.node: None for b in node.when or [] if b.node is not None})
         for a in s.after:
@@ -567,8 +565,9 @@ def _toposort(nodes: list[Node], infos: dict[AnyStep, _Info],
             if indegree[c] == 0:
                 ready.append(c)
     if len(order) == len(nodes):
-        order.sort(key=lambda n: n.index)  # stable: discovery order among equals
-        return _stable_topo(order)
+        # Kahn's pass proved there is no cycle; the order used is the depth-first one
+        # that keeps discovery order wherever the edges allow (stable across runs).
+        return _stable_topo(sorted(nodes, key=lambda n: n.index))
     remaining = {n for n in nodes if indegree[n] > 0}
     for cycle in _cycles(remaining):
         path = " -> ".join(n.name for n in [*cycle, cycle[0]])

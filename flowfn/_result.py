@@ -9,7 +9,7 @@ worker thread, so they work in ``async def`` and ``def`` steps alike.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -246,6 +246,3 @@ def step_span(step: Step[Any, Any] | str, default: Any = MISSING) -> Any:
         f"Pass default=None to handle it: step_span({name!r}, default=None)."
     )
 
-
-OnEvent = Callable[[Event], object]
-OutcomeT = "outcome.Outcome[Any]"
