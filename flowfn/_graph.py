@@ -13,7 +13,7 @@ import sys
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 from ._errors import (
     GraphError,
@@ -61,7 +61,8 @@ class Node:
     streams_to: list[Node] = field(default_factory=list)
     owner: Node | None = None  # the race this node runs inside
     members: list[Node] = field(default_factory=list)  # a race's contestants
-    outcome_consumers: int = 0  # parameters taking this node as Outcome / list[Outcome]
+    outcome_consumers: int = 0  # nodes taking this node as Outcome / list[Outcome]
+    outcome_sources: list[Node] = field(default_factory=list)  # what this node reads so
     collect_items: bool = False  # some consumer wants list[Outcome]: no fail-fast map
     output_type: Any = EMPTY
     name: str = ""  # the step's name, copied: read on every scheduling decision
@@ -262,7 +263,10 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
             targets.extend(n.step for n in part.targets)
             labels.append(part.name)
         elif isinstance(part, types.ModuleType):
-            steps = list(dict.fromkeys(v for v in vars(part).values() if isinstance(v, Step)))
+            # the steps defined in the module; those it merely imports belong elsewhere
+            steps = list(dict.fromkeys(
+                v for v in vars(part).values()
+                if isinstance(v, Step) and getattr(v.fn, "__module__", None) == part.__name__))
             given.extend(steps)
             module_sinks.append(steps)
             labels.append(part.__name__.rsplit(".", 1)[-1])
@@ -363,8 +367,18 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
                 spec = inputs.get(p.name)
                 if spec is None:
                     spec = inputs[p.name] = InputSpec(p.name, p.annotation, p.default, [])
-                elif spec.type is EMPTY:
-                    spec.type = p.annotation
+                elif info.step.name not in spec.askers:
+                    clash = _input_clash(spec, p)
+                    if clash:
+                        problems.append(Problem(_where(info.step, info, True), (
+                            f"{what}parameter {p.name!r} is the graph input {p.name!r}, which "
+                            f"step {spec.askers[0]!r} also asks for {clash}.",
+                            "An input is one value, converted once, for every step that asks "
+                            "for it: give both parameters the same annotation, or rename one "
+                            "of them.",
+                        ), info.step.name))
+                    if spec.type is EMPTY:
+                        spec.type = p.annotation
                 if p.default is MISSING:
                     spec.required = True
                 if info.step.name not in spec.askers:  # a step and its when= predicate
@@ -444,6 +458,9 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
                     assert member.owner is not None
                     member.deps = [member.owner]
 
+    for node in nodes.values():
+        if node.kind == "race":
+            node.output_type = _race_output(node)
     _check_types(nodes, infos, problems)
     order = _toposort(list(nodes.values()), infos, problems)
 
@@ -457,9 +474,11 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
     for n in order:
         for d in n.deps:
             d.dependents.append(n)
-        for b in n.bindings:
+        for b in [*n.bindings, *(n.when or ())]:  # a when= predicate reads like a step
             if b.node is not None and b.mode in (Mode.OUTCOME, Mode.OUTCOME_LIST):
-                b.node.outcome_consumers += 1
+                if b.node not in n.outcome_sources:
+                    n.outcome_sources.append(b.node)
+                    b.node.outcome_consumers += 1
                 if b.mode is Mode.OUTCOME_LIST:
                     b.node.collect_items = True
     _link_streams(order)
@@ -545,6 +564,28 @@ def _check_types(nodes: dict[AnyStep, Node], infos: dict[AnyStep, _Info],
                     "Change one of the two annotations, or annotate the parameter as Any to "
                     "skip this check.",
                 ), s.name))
+
+
+def _input_clash(spec: InputSpec, p: Param) -> str:
+    """How parameter ``p`` disagrees with the input another step already asks for.
+
+    Defaults may differ (``def call(i: int = 3)`` is a common way to fix a value): a
+    step falls back to its own default when the run does not give the input. Types may
+    not: the input is converted once, to one type.
+    """
+    if spec.type is not EMPTY and p.annotation is not EMPTY and spec.type != p.annotation:
+        return f"as {type_name(spec.type)}, not {type_name(p.annotation)}"
+    return ""
+
+
+def _race_output(race: Node) -> Any:
+    """A race outputs what its winner outputs: the union of its contestants' outputs (a
+    mapped contestant's being a list, an inner race's its own union)."""
+    types_ = [_race_output(m) if m.kind == "race" else m.output_type for m in race.members]
+    if any(t is EMPTY for t in types_):
+        return EMPTY
+    unique = list(dict.fromkeys(types_))
+    return unique[0] if len(unique) == 1 else Union[tuple(unique)]  # noqa: UP007
 
 
 def _toposort(nodes: list[Node], infos: dict[AnyStep, _Info],

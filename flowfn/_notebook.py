@@ -40,7 +40,7 @@ import trio
 
 from ._errors import relpath, with_article
 from ._executors import real_work
-from ._patterns import _caller_location, _kill_process_group, _with_signature
+from ._patterns import _adopt, _caller_location, _kill_process_group, _with_signature
 from ._step import Step
 
 if TYPE_CHECKING:
@@ -266,6 +266,7 @@ def notebook(path: str | os.PathLike[str], *, name: str,
                      proc.stderr.decode(errors="replace"))
 
     run_notebook.__name__ = run_notebook.__qualname__ = name
+    _adopt(run_notebook)
     _with_signature(run_notebook, params, Path)
     options.setdefault("executor", "async")
     return Step(run_notebook, name=name, defined_at=_caller_location(), **options)

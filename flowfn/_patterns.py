@@ -21,11 +21,18 @@ import trio
 
 from ._executors import real_work
 from ._graph import Graph
+from ._inputs import structure_inputs
 from ._step import Step
 from ._types import EMPTY
 from ._wiring import return_annotation
 
 AnyStep = Step[Any, Any]
+
+
+def _adopt(fn: Any, depth: int = 2) -> None:
+    """Make a generated step function belong to the module that called the pattern
+    helper, like a ``def`` there would: ``graph(module)`` takes the steps defined in it."""
+    fn.__module__ = sys._getframe(depth).f_globals.get("__name__", fn.__module__)
 
 
 def _caller_location(depth: int = 2) -> str:
@@ -83,6 +90,7 @@ def race(*contestants: AnyStep, name: str | None = None, **options: Any) -> AnyS
     async def run_race() -> Any:
         raise TypeError(f"race {race_name!r} runs inside run(); it cannot be called directly")
 
+    _adopt(run_race)
     return Step(run_race, name=race_name, container=RaceSpec(list(contestants)),
                 defined_at=_caller_location(), **options)
 
@@ -147,7 +155,12 @@ def subflow(flow: Graph | AnyStep, *, name: str, inputs: Mapping[str, Any] | Non
 
         return (await arun(sub, {**fixed, **kwargs})).output
 
+    # Fixed values are checked (and converted) now, not when the subflow runs: a bad one
+    # is a mistake in the flow's definition, reported before anything starts.
+    fixed = structure_inputs(sub.name, {k: sub.inputs[k] for k in fixed}, fixed,
+                             context=f"subflow {name!r} (inputs=...)")
     run_subflow.__name__ = run_subflow.__qualname__ = name
+    _adopt(run_subflow)
     _with_signature(run_subflow, params, sub.output_type)
     return Step(run_subflow, name=name, container=SubflowSpec(sub, fixed),
                 defined_at=_caller_location(), **options)
@@ -163,6 +176,7 @@ def stub(name: str, **options: Any) -> Step[[], None]:
         return None
 
     placeholder.__name__ = placeholder.__qualname__ = name
+    _adopt(placeholder)
     options.setdefault("executor", "inline")
     s: Step[[], None] = Step(placeholder, name=name, defined_at=_caller_location(), **options)
     return s
@@ -200,13 +214,21 @@ async def _kill_process_group(proc: trio.Process) -> None:
 
 def _placeholders(command: str) -> list[str]:
     names: list[str] = []
-    for _, field, _, _ in string.Formatter().parse(command):
+    for _, field, spec, conversion in string.Formatter().parse(command):
         if field is None:
             continue
         if not field.isidentifier():
             raise ValueError(
                 f"shell command {command!r}: placeholder {{{field}}} must be a plain name "
                 "(it is wired like a parameter). Write {{ and }} for literal braces."
+            )
+        if spec or conversion:
+            written = "{" + field + (f"!{conversion}" if conversion else "") + (
+                f":{spec}" if spec else "") + "}"
+            raise ValueError(
+                f"shell command {command!r}: placeholder {written} formats its value, which "
+                f"would undo its shell quoting. Write {{{field}}} and format the value in "
+                "the step that produces it."
             )
         if field not in names:
             names.append(field)
@@ -244,6 +266,7 @@ def shell(command: str, *, name: str, cwd: str | os.PathLike[str] | None = None,
         return out
 
     run_shell.__name__ = run_shell.__qualname__ = name
+    _adopt(run_shell)
     params = [inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, annotation=Any)
               for f in fields]
     _with_signature(run_shell, params, str)

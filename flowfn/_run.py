@@ -42,6 +42,11 @@ async def arun(
     context = f"run({g.name})"
     checked = check_overrides(g, overrides or {}, f"run({g.name}, overrides=...)")
     check_limits(g, limits or {}, f"run({g.name}, limits=...)")
+    if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+        raise ValueError(
+            f"run({g.name}, timeout={timeout!r}): the deadline must be a number of seconds "
+            "> 0, or None for no deadline."
+        )
     if max_concurrency is not None and (
             isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
             or max_concurrency < 1):
@@ -72,12 +77,12 @@ async def arun(
     )
     if runner.failure is not None:
         f = runner.failure
-        raise RunFailed(failure_message(f, runner.spans), result, step=f.path,
-                        attempt=f.attempt, attempts=f.attempts) from f.exc
+        raise RunFailed(failure_message(f, runner.spans, runner.why_stopped()), result,
+                        step=f.path, attempt=f.attempt, attempts=f.attempts) from f.exc
     if timed_out:
         message = f"run({g.name}) timed out after {timeout:g}s"
-        raise RunFailed(message + cancelled_summary(runner.spans), result) from TimeoutError(
-            message)
+        raise RunFailed(message + cancelled_summary(runner.spans, runner.why_stopped()),
+                        result) from TimeoutError(message)
     return result
 
 
@@ -183,7 +188,7 @@ def check_limits(graph: Graph, limits: Mapping[str, int], context: str) -> None:
         raise GraphError(context, problems)
 
 
-def failure_message(failure: UnhandledFailure, spans: Mapping[str, Span]) -> str:
+def failure_message(failure: UnhandledFailure, spans: Mapping[str, Span], stop: str) -> str:
     exc = failure.exc
     where = f" {failure.where}" if failure.where else ""
     if failure.attempts > 1:
@@ -194,17 +199,23 @@ def failure_message(failure: UnhandledFailure, spans: Mapping[str, Span]) -> str
             f" on attempt {failure.attempt}")
         head = (f"step {failure.path!r} failed{where}{attempt}: {exc_line(exc)}"
                 f"\n  step defined at {failure.location}")
-    return head + cancelled_summary(spans)
+    return head + cancelled_summary(spans, stop)
 
 
-def cancelled_summary(spans: Mapping[str, Span]) -> str:
+def cancelled_summary(spans: Mapping[str, Span], stop: str) -> str:
+    """Which steps the run's stop (``stop``: the reason it gave them) cancelled; not, for
+    instance, the losers of a race that was over before."""
     running: list[str] = []
     never: list[str] = []
+    never_stop = f"never started: {stop}"
 
     def visit(d: Mapping[str, Span]) -> None:
         for s in d.values():
             if s.status == "cancelled" and "[" not in s.name:
-                (running if s.started is not None else never).append(s.path)
+                if s.reason == stop:
+                    running.append(s.path)
+                elif s.reason == never_stop:
+                    never.append(s.path)
             visit(s.children)
 
     visit(spans)

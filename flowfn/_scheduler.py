@@ -81,8 +81,10 @@ _PENDING = _Skip("it has not run")  # the result of a node that has not settled
 _IN_PREDICATE = "in its when= predicate"
 
 
-class _AllSkipped(BaseException):
-    """Every contestant of a race was skipped: the race is skipped too (not a failure)."""
+class _Skipped(BaseException):
+    """Raised by a container that turned out to have nothing to output: every contestant
+    of a race, or a sub-workflow's output step, was skipped. The container is skipped
+    too (it is not a failure); the message is the reason."""
 
 
 class UnhandledFailure:
@@ -157,6 +159,10 @@ class Runner:
         # fails with the inner step's own exception, so ``retry_on=`` and ``Outcome``
         # consumers see what really went wrong, and the run names the inner step's path.
         self.subflow_failures: dict[int, UnhandledFailure] = {}
+        # Failures that Outcome parameters may still consume, by node index: [the failure,
+        # how many consumers have not settled]. A failure no consumer received (they were
+        # all skipped) fails the run after all, when the last consumer settles.
+        self.unconsumed: dict[int, list[Any]] = {}
         self.parent_runner = parent_runner
         self.parent_node = parent_node
         self.emits = shared.on_event is not None
@@ -192,7 +198,11 @@ class Runner:
             current_run_var.reset(token)
         if escaped is not None:
             raise escaped
-        if self.nursery.cancel_scope.cancelled_caught and self.stop_reason is None:
+        scope = self.nursery.cancel_scope
+        if self.stop_reason is None and self.timeout is not None and (
+                scope.cancelled_caught or trio.current_time() >= scope.deadline):
+            # the deadline passed: also when nothing was left to cancel (a thread step
+            # that outlived it, steps that never started)
             self.timed_out = True
             self.stop_reason = self._timed_out()
 
@@ -321,20 +331,22 @@ class Runner:
 
         ``held``: the limits whose slot an enclosing container holds.
         """
-        kwargs = self._gather(node, node.bindings)
+        handed: list[int] = []
+        kwargs = self._gather(node, node.bindings, handed)
         if isinstance(kwargs, _Skip):
             return self._skip(span, kwargs)
         if node.when is not None:
             verdict = await self._predicate(node, node.when, span)
             if verdict is not None:
                 return verdict
+        self._consume(handed)  # the step runs: the failures it takes are handled
         span.input = kwargs
         fn = node.step.fn
         override = self.overrides.get(node, MISSING) if self.overrides else MISSING
         if override is not MISSING:  # replaces the whole step, a container included
             if node.kind != "function":
                 span.reason = "overridden"  # what its members' spans will say
-            if isinstance(override, BaseException) or not callable(override):
+            if _raises(override) or not callable(override):
                 return await self._attempts(node, span, lambda: _constant(override), held,
                                             container=True)
             fn = override
@@ -346,16 +358,19 @@ class Runner:
             try:
                 return await self._attempts(
                     node, span, lambda: self._race(node, span, inside), held, container=True)
-            except _AllSkipped as skipped:
+            except _Skipped as skipped:
                 return self._skip(span, _Skip(str(skipped)))
         if node.kind == "subflow":
             spec = node.step.container
             assert isinstance(spec, SubflowSpec)
             inside = self._holding(node, held)
-            return await self._attempts(
-                node, span, lambda: self._subflow(node, span, spec, kwargs, inside), held,
-                container=True,
-            )
+            try:
+                return await self._attempts(
+                    node, span, lambda: self._subflow(node, span, spec, kwargs, inside), held,
+                    container=True,
+                )
+            except _Skipped as skipped:
+                return self._skip(span, _Skip(str(skipped)))
         if node.stream_from is not None:
             return await self._stream_map(node, span, kwargs, fn, held)
         if node.mapped:
@@ -374,16 +389,25 @@ class Runner:
         step = node.step
         executor = step.executor
         if fn is not step.fn:  # an override function: run it the way it is written
-            executor = "async" if _is_async(fn) else "inline"
+            if _is_async(fn):
+                executor = "async"
+            elif executor == "async":
+                executor = "inline"  # a quick stand-in for an async step: on the loop
         if executor == "async":
             return lambda: fn(**kwargs)
         abandon = step.timeout is not None
         return lambda: call(fn, kwargs, executor, abandon=abandon)
 
-    def _gather(self, node: Node, bindings: list[Binding]) -> dict[str, Any] | _Skip:
-        """The keyword arguments of a node, or why it must be skipped."""
+    def _gather(self, node: Node, bindings: list[Binding],
+                consumed: list[int] | None = None) -> dict[str, Any] | _Skip:
+        """The keyword arguments of a node, or why it must be skipped.
+
+        Failed upstreams handed over as ``Outcome`` count as handled (``unconsumed``) at
+        once, or, given a ``consumed`` list, once the caller knows the step will run.
+        """
         kwargs: dict[str, Any] = {}
         results = self.results
+        handed: list[int] = []
         for b in bindings:
             up = b.node
             if up is None:
@@ -399,23 +423,34 @@ class Runner:
                 items = self.collected_items.get(up.index)
                 if items is not None:
                     kwargs[b.param] = [_as_outcome(r) for r in items]
+                    handed.append(up.index)
                 elif kind is _Skip:
                     return _Skip(f"upstream {up.name!r} was skipped")
                 elif kind is _Failed:
                     kwargs[b.param] = [_as_outcome(res)]
+                    handed.append(up.index)
                 else:
                     kwargs[b.param] = [outcome.Value(v) for v in res]
             elif kind is _Failed:
                 if mode is not Mode.OUTCOME:
                     return _Skip(f"upstream {up.name!r} failed")
                 kwargs[b.param] = outcome.Error(res.error)
+                handed.append(up.index)
             elif kind is _Skip:
                 if mode is not Mode.OPTIONAL:
                     return _Skip(f"upstream {up.name!r} was skipped ({res.reason})")
                 kwargs[b.param] = None
             else:
                 kwargs[b.param] = outcome.Value(res) if mode is Mode.OUTCOME else res
+        if consumed is None:
+            self._consume(handed)
+        else:
+            consumed.extend(handed)
         return kwargs
+
+    def _consume(self, handed: list[int]) -> None:
+        for i in handed:  # handled: it no longer fails the run
+            self.unconsumed.pop(i, None)
 
     async def _predicate(self, node: Node, bindings: list[Binding], span: Span) -> Any:
         """Evaluate ``when=``: None to go on, or the node's result (skip or failure)."""
@@ -632,9 +667,15 @@ class Runner:
 
         ``in_order``: the source sends items by index, so the child spans need no sort.
         """
-        span.status = "running"
-        span.started = self.now()
-        self._emit("started", span)
+        def begin() -> None:
+            if span.started is None:
+                span.status = "running"
+                span.started = self.now()
+                self._emit("started", span)
+
+        if in_order:
+            begin()
+        # else: a map fed item by item starts with its first item (or its end)
         children: dict[str, Span] = {}
         span.children = children
         results: dict[int, Any] = {}
@@ -682,12 +723,16 @@ class Runner:
         count: int | _Skip | None = None
         async with trio.open_nursery() as inner:
             def start(i: int, kw: dict[str, Any]) -> None:
+                if not in_order:
+                    begin()
                 label = f"{name}[{i}]"
                 ispan = Span(label, label if path is name else f"{path}[{i}]")
                 children[label] = ispan
                 inner.start_soon(item, i, kw, ispan, name=ispan.path)
 
             count = await source(start)  # a failed item cancels this (count stays None)
+            if not isinstance(count, _Skip):
+                begin()
             if isinstance(count, _Skip):
                 stopped.append(f"cancelled because {count.reason}")
                 inner.cancel_scope.cancel()
@@ -763,7 +808,7 @@ class Runner:
         if errors:
             raise ExceptionGroup(
                 f"all {len(node.members)} contestants of race {node.name!r} failed", errors)
-        raise _AllSkipped(f"every contestant of race {node.name!r} was skipped")
+        raise _Skipped(f"every contestant of race {node.name!r} was skipped")
 
     def _renew_spans(self, nodes: list[Node]) -> None:
         for m in nodes:
@@ -826,6 +871,12 @@ class Runner:
         if child.failure is not None:
             self.subflow_failures[node.index] = child.failure
             raise child.failure.exc
+        targets = sub.targets
+        if len(targets) == 1:
+            res = child.results[targets[0].index]
+            if type(res) is _Skip:
+                raise _Skipped(f"its output step {span.path + '/' + targets[0].name!r} was "
+                               f"skipped ({res.reason})")
         return child.output()
 
     # --- settling -----------------------------------------------------------------------
@@ -844,17 +895,22 @@ class Runner:
                 inner = None
             path = inner.path if inner else span.path
             self.shared.failures[path] = inner.exc if inner else exc
+            attempts = 1 if result.where == _IN_PREDICATE else node.step.retries + 1
+            failure = inner or UnhandledFailure(span.path, node.step.location, span.attempts,
+                                                attempts, exc, result.where)
+            if node.kind == "race":
+                self._settle_contestants(node)  # their failures are the race's story
             if node.outcome_consumers == 0:
-                attempts = 1 if result.where == _IN_PREDICATE else node.step.retries + 1
-                self._fail(inner or UnhandledFailure(span.path, node.step.location,
-                                                     span.attempts, attempts, exc,
-                                                     result.where))
+                self._fail(failure)
                 return
+            self.unconsumed[node.index] = [failure, node.outcome_consumers]
         self._wake(node)
 
     def _wake(self, node: Node) -> None:
         if node.kind == "race":
             self._settle_contestants(node)
+        if node.outcome_sources and self.unconsumed:
+            self._unconsumed_failures(node)
         if self.stopping:
             return
         pending = self.pending
@@ -863,6 +919,17 @@ class Runner:
             pending[i] -= 1
             if pending[i] == 0:
                 start(run_node, self.nodes[i], name=self.names[i])
+
+    def _unconsumed_failures(self, consumer: Node) -> None:
+        """``consumer`` settled: a failure it was to consume and none of its consumers
+        did (they were skipped) fails the run after all."""
+        for up in consumer.outcome_sources:
+            entry = self.unconsumed.get(up.index)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self.unconsumed[up.index]
+                    self._fail(entry[0])
 
     def _fail(self, failure: UnhandledFailure) -> None:
         if self.failure is None:
@@ -903,8 +970,14 @@ def _item_index(name: str) -> int:
     return int(name.rpartition("[")[2].rstrip("]"))
 
 
+def _raises(value: Any) -> bool:
+    """An override that is an exception (instance or class): the step raises it."""
+    return isinstance(value, BaseException) or (
+        isinstance(value, type) and issubclass(value, BaseException))
+
+
 async def _constant(value: Any) -> Any:
-    if isinstance(value, BaseException):
+    if _raises(value):
         raise value
     return value
 
