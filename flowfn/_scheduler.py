@@ -788,6 +788,9 @@ class Runner:
                 raise
             got[m] = res
             kind = type(res)
+            if span.winner is not None and kind is not _Failed and kind is not _Skip:
+                if mspan.reason is not None:  # it lost, but was not interrupted (a thread)
+                    mspan.reason += "; it finished before the cancellation reached it"
             if kind is _Failed:
                 if isinstance(res.error, Exception):
                     errors.append(res.error)

@@ -254,3 +254,23 @@ def test_one_input_asked_for_with_two_types() -> None:
     assert "parameter 'n' is the graph input 'n', which step 'double' also asks for as " \
         "int, not str." in message
     assert "give both parameters the same annotation, or rename one of them." in message
+
+
+def test_a_thread_contestant_that_lost_says_it_ran_to_the_end() -> None:
+    @step
+    async def fast() -> str:
+        return "fast"
+
+    @step
+    def slow() -> str:
+        time.sleep(0.05)  # cannot be interrupted: the race waits for it
+        return "slow"
+
+    result = run(graph(race(fast, slow, name="r")))
+    assert result.output == "fast"
+    span = result.spans["slow"]
+    if span.status == "succeeded":  # the thread had started before fast won
+        assert span.reason == (
+            "lost the race 'r' to 'fast'; it finished before the cancellation reached it")
+    else:
+        assert span.status == "cancelled"
