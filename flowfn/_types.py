@@ -7,6 +7,7 @@ it says *compatible*. It only reports mismatches it is sure of.
 
 from __future__ import annotations
 
+import collections
 import collections.abc
 import types
 import typing
@@ -66,21 +67,119 @@ def compatible(provided: Any, expected: Any) -> bool:
     p_args, e_args = get_args(provided), get_args(expected)
     if not p_args or not e_args:
         return True  # a bare generic says nothing about its items
-    if p_origin is tuple or e_origin is tuple:
-        if Ellipsis in p_args or Ellipsis in e_args:
-            p_item = p_args[0] if len(p_args) == 2 and p_args[1] is Ellipsis else None
-            e_item = e_args[0] if len(e_args) == 2 and e_args[1] is Ellipsis else None
-            if p_item is not None and e_item is not None:
-                return compatible(p_item, e_item)
-            if e_item is not None:
-                return all(compatible(p, e_item) for p in p_args)
-            return True
-        if len(p_args) != len(e_args):
-            return False
-    elif len(p_args) != len(e_args):
-        # Mapping[K, V] against a subclass with other parameters: compare the tail items
-        p_args, e_args = p_args[-len(e_args):], e_args
-    return all(compatible(p, e) for p, e in zip(p_args, e_args, strict=False))
+    if p_origin is tuple and e_origin is tuple:
+        return _tuples_compatible(p_args, e_args)
+    projected = _project(p_origin, p_args, e_origin, len(e_args))
+    if projected is None:
+        return True  # parameters we cannot line up: not sure, so not reported
+    return all(compatible(p, e) for p, e in zip(projected, e_args, strict=True))
+
+
+def _tuples_compatible(p_args: tuple[Any, ...], e_args: tuple[Any, ...]) -> bool:
+    """``tuple[...]`` into ``tuple[...]``, fixed-length or ``tuple[T, ...]`` on either side."""
+    p_item = _homogeneous_item(p_args)
+    e_item = _homogeneous_item(e_args)
+    if e_item is not None:
+        items = (p_item,) if p_item is not None else p_args
+        return all(compatible(p, e_item) for p in items)
+    if p_item is not None:
+        return True  # tuple[int, ...] into tuple[int, int]: the length is unknown
+    return len(p_args) == len(e_args) and all(
+        compatible(p, e) for p, e in zip(p_args, e_args, strict=True)
+    )
+
+
+def _homogeneous_item(args: tuple[Any, ...]) -> Any | None:
+    """``T`` for the arguments of ``tuple[T, ...]``, else None."""
+    return args[0] if len(args) == 2 and args[1] is Ellipsis else None
+
+
+def _mapping_items(origin: type, args: tuple[Any, ...]) -> tuple[Any, Any] | None:
+    """(key type, value type) of a parameterised mapping type; None when unknown."""
+    if issubclass(origin, collections.Counter) and len(args) == 1:
+        return args[0], int
+    if len(args) == 2:
+        return args[0], args[1]
+    return None  # a user mapping with other parameters: its own business
+
+
+_STDLIB_MODULES = frozenset({"builtins", "collections", "collections.abc", "typing", "types"})
+
+
+def _project(p_origin: type, p_args: tuple[Any, ...], e_origin: type,
+             n_expected: int) -> tuple[Any, ...] | None:
+    """The arguments of ``p_origin[*p_args]`` seen as arguments of its base ``e_origin``.
+
+    ``dict[str, int]`` is an ``Iterable[str]`` (its keys) and a ``Mapping[str, int]``;
+    ``tuple[int, str]`` is a ``Sequence[int | str]``; ``Generator[int, None, None]`` is an
+    ``Iterable[int]``; a user class ``Box(list[T])`` as ``Box[int]`` is a
+    ``Sequence[int]``. None when the two cannot be lined up.
+    """
+    if p_origin is e_origin:
+        return p_args if len(p_args) == n_expected else None
+    if p_origin.__module__ not in _STDLIB_MODULES:
+        base = _user_base(p_origin, p_args, e_origin)
+        if base is None:
+            return None
+        b_origin, b_args = base
+        if not b_args:
+            return None
+        if b_origin is tuple and e_origin is tuple:
+            return None  # compared by the caller only for tuple annotations themselves
+        return _project(b_origin, b_args, e_origin, n_expected)
+    abc = collections.abc
+    if issubclass(p_origin, tuple):  # tuple into tuple was handled by the caller
+        if n_expected != 1:
+            return None
+        item = _homogeneous_item(p_args)
+        return (item,) if item is not None else (Union[p_args],)  # noqa: UP007
+    if issubclass(p_origin, abc.Mapping):
+        items = _mapping_items(p_origin, p_args)
+        if items is None:
+            return None
+        if issubclass(e_origin, abc.Mapping):
+            return items if n_expected == 2 else None
+        return items[:1] if n_expected == 1 else None  # iterating a mapping gives its keys
+    if n_expected == 1 and issubclass(p_origin, abc.Generator | abc.AsyncGenerator):
+        return (p_args[0],)  # the yield type
+    return p_args if len(p_args) == n_expected else None
+
+
+def _user_base(origin: type, args: tuple[Any, ...],
+               target: type) -> tuple[type, tuple[Any, ...]] | None:
+    """``origin[*args]`` rewritten as its first generic base below ``target``.
+
+    ``class Box(list[T])`` as ``Box[int]`` gives ``(list, (int,))``. None when the
+    bases do not say (no ``__orig_bases__``, mismatched parameters).
+    """
+    params = getattr(origin, "__parameters__", ())
+    if len(params) != len(args):
+        return None
+    subst = dict(zip(params, args, strict=True))
+    for base in getattr(origin, "__orig_bases__", ()):
+        b_origin = get_origin(base) or base
+        if b_origin in (typing.Generic, typing.Protocol) or not isinstance(b_origin, type):
+            continue
+        if not issubclass(b_origin, target):
+            continue
+        try:
+            b_args = tuple(_substitute(a, subst) for a in get_args(base))
+        except TypeError:  # pragma: no cover - exotic parameters
+            return None
+        if b_origin is target or b_origin.__module__ in _STDLIB_MODULES:
+            return b_origin, b_args
+        return _user_base(b_origin, b_args, target)
+    return None
+
+
+def _substitute(tp: Any, subst: dict[Any, Any]) -> Any:
+    """``tp`` with the type variables of ``subst`` replaced."""
+    if isinstance(tp, TypeVar):
+        return subst.get(tp, tp)
+    params = getattr(tp, "__parameters__", ())
+    if params and get_origin(tp) is not None:
+        return tp[tuple(subst.get(p, p) for p in params)]
+    return tp
 
 
 def element_type(tp: Any) -> tuple[bool, Any]:

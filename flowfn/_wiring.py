@@ -20,6 +20,8 @@ from ._step import MISSING, Step
 from ._types import EMPTY, optional_inner, strip_annotated
 
 _OUTCOME_TYPES = (outcome.Outcome, outcome.Value, outcome.Error)
+# What a called step (``Annotated[T, fetch()]`` instead of ``fetch``) typically returned.
+_CALLED_RESULTS = (list, dict, tuple, set, int, float, bytes, type(None))
 
 
 class Mode(enum.Enum):
@@ -38,7 +40,10 @@ class Each:
     ref: Step[Any, Any] | str
 
     def __repr__(self) -> str:
-        name = self.ref if isinstance(self.ref, str) else self.ref.name
+        ref: Any = self.ref
+        name = ref if isinstance(ref, str) else getattr(ref, "name", None)
+        if not isinstance(name, str):
+            name = getattr(ref, "__name__", None) or type(ref).__name__
         return f"each({name!r})"
 
 
@@ -95,9 +100,22 @@ def _resolve(ann: Any, fn: Callable[..., Any]) -> Any:
     return value
 
 
-def _raw_parameters(fn: Callable[..., Any]) -> list[tuple[str, Any, Any, bool]]:
-    """(name, raw annotation, default, is_variadic) per parameter, fast for plain functions."""
-    if type(fn) is types.FunctionType and "__signature__" not in fn.__dict__:
+_KIND = inspect.Parameter
+_VARIADIC = (_KIND.VAR_POSITIONAL, _KIND.VAR_KEYWORD)
+
+
+_RawParam = tuple[str, Any, Any, inspect._ParameterKind]  # name, annotation, default, kind
+
+
+def _raw_parameters(fn: Callable[..., Any]) -> list[_RawParam]:
+    """(name, raw annotation, default, kind) per parameter, fast for plain functions.
+
+    A function that says it stands for another (``functools.wraps`` sets ``__wrapped__``)
+    or carries a ``__signature__`` is read through :func:`inspect.signature`, which
+    follows both, as type checkers and ``help()`` do.
+    """
+    if (type(fn) is types.FunctionType and "__signature__" not in fn.__dict__
+            and "__wrapped__" not in fn.__dict__):
         code = fn.__code__
         n_pos = code.co_argcount + code.co_kwonlyargcount
         names = code.co_varnames[:n_pos]
@@ -105,15 +123,21 @@ def _raw_parameters(fn: Callable[..., Any]) -> list[tuple[str, Any, Any, bool]]:
         defaults = fn.__defaults__ or ()
         kwdefaults = fn.__kwdefaults__ or {}
         first_default = code.co_argcount - len(defaults)
-        out = []
+        out: list[_RawParam] = []
+        kind: inspect._ParameterKind
         for i, name in enumerate(names):
             if i < code.co_argcount:
                 default = defaults[i - first_default] if i >= first_default else MISSING
+                kind = _KIND.POSITIONAL_ONLY if i < code.co_posonlyargcount else (
+                    _KIND.POSITIONAL_OR_KEYWORD)
             else:
                 default = kwdefaults.get(name, MISSING)
-            out.append((name, anns.get(name, EMPTY), default, False))
-        if code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS):
-            out.append(("*", EMPTY, MISSING, True))
+                kind = _KIND.KEYWORD_ONLY
+            out.append((name, anns.get(name, EMPTY), default, kind))
+        if code.co_flags & inspect.CO_VARARGS:
+            out.append(("*", EMPTY, MISSING, _KIND.VAR_POSITIONAL))
+        if code.co_flags & inspect.CO_VARKEYWORDS:
+            out.append(("**", EMPTY, MISSING, _KIND.VAR_KEYWORD))
         return out
     sig = inspect.signature(fn)
     return [
@@ -121,7 +145,7 @@ def _raw_parameters(fn: Callable[..., Any]) -> list[tuple[str, Any, Any, bool]]:
             p.name,
             EMPTY if p.annotation is inspect.Parameter.empty else p.annotation,
             MISSING if p.default is inspect.Parameter.empty else p.default,
-            p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD),
+            p.kind,
         )
         for p in sig.parameters.values()
     ]
@@ -175,12 +199,28 @@ def read_params(fn: Callable[..., Any]) -> tuple[list[Param], list[str]]:
     target = fn
     params: list[Param] = []
     problems: list[str] = []
-    for name, raw, default, variadic in _raw_parameters(target):
-        if variadic:
-            problems.append(
-                "variadic parameters (*args, **kwargs) cannot be wired; "
-                "name each parameter the step needs."
-            )
+    try:
+        raw_params = _raw_parameters(target)
+    except (TypeError, ValueError) as exc:  # a builtin or an extension type
+        return [], [
+            f"its signature cannot be read ({exc}); wrap it in a def or lambda whose "
+            "parameters name what it needs."
+        ]
+    if any(kind in _VARIADIC for *_, kind in raw_params):
+        problems.append(
+            "variadic parameters (*args, **kwargs) cannot be wired; "
+            "name each parameter the step needs."
+        )
+    positional_only = [name for name, *_, kind in raw_params if kind is _KIND.POSITIONAL_ONLY]
+    if positional_only:
+        names = ", ".join(repr(n) for n in positional_only)
+        problems.append(
+            f"parameter{'s' if len(positional_only) > 1 else ''} {names} "
+            f"{'are' if len(positional_only) > 1 else 'is'} positional-only, but flowfn "
+            "passes every argument by name; remove the '/' from the signature."
+        )
+    for name, raw, default, kind in raw_params:
+        if kind in _VARIADIC:
             continue
         try:
             ann = _resolve(raw, inspect.unwrap(target))
@@ -201,11 +241,12 @@ def read_params(fn: Callable[..., Any]) -> tuple[list[Param], list[str]]:
                     ref = meta
                     break
                 if isinstance(meta, Each):
-                    ref, is_each = meta.ref, True
+                    if isinstance(meta.ref, Step | str):
+                        ref, is_each = meta.ref, True
+                    else:
+                        problem = _each_problem(name, meta.ref, ann)
                     break
-                if inspect.iscoroutine(meta) or isinstance(
-                    meta, list | dict | tuple | set | int | float | bytes | type(None)
-                ):
+                if inspect.iscoroutine(meta) or isinstance(meta, _CALLED_RESULTS):
                     problem = _called_step_problem(name, meta, ann)
                     break
                 if inspect.isfunction(meta):
@@ -217,8 +258,64 @@ def read_params(fn: Callable[..., Any]) -> tuple[list[Param], list[str]]:
                     break
             ann = strip_annotated(ann)
         mode, value_type = _mode(ann)
+        if problem is None and mode is Mode.OPTIONAL:
+            problem = _optional_outcome_problem(name, ann)
         params.append(Param(name, ann, value_type, default, ref, is_each, mode, problem))
     return params, problems
+
+
+def _each_problem(name: str, upstream: Any, annotation: Any) -> tuple[str, ...]:
+    """``each(x)`` where ``x`` is neither a step nor a step's name."""
+    from ._errors import type_name, with_article
+
+    if inspect.isfunction(upstream):
+        return (
+            f"the each() of parameter {name!r} is given the plain function "
+            f"{upstream.__name__!r}, not a step.",
+            f"Decorate it with @step ({_short_loc(upstream)}), or wire it by name.",
+        )
+    base = _type_text(strip_annotated(annotation))
+    if inspect.iscoroutine(upstream) or isinstance(upstream, _CALLED_RESULTS):
+        if inspect.iscoroutine(upstream):
+            kind, callee = "a coroutine object", upstream.cr_code.co_name
+            upstream.close()  # never awaited, on purpose: silence the RuntimeWarning
+        else:
+            kind, callee = with_article(type(upstream).__name__), "the_step"
+        return (
+            f"the each() of parameter {name!r} is given {kind}, not a step.",
+            "Probably you wrote:",
+            f"    {name}: Annotated[{base}, each({callee}())]    # incorrect!",
+            "Instead, write (notice: no parentheses):",
+            f"    {name}: Annotated[{base}, each({callee})]      # correct!",
+        )
+    kind = f"the class {type_name(upstream)!r}" if isinstance(upstream, type) else (
+        with_article(type_name(type(upstream))))
+    return (
+        f"the each() of parameter {name!r} is given {kind}, not a step.",
+        "Pass the step whose output to map over, or its name: "
+        f"Annotated[{base}, each(list_items)] or Annotated[{base}, each(\"list_items\")].",
+    )
+
+
+def _optional_outcome_problem(name: str, ann: Any) -> tuple[str, ...] | None:
+    """``Outcome[T] | None``: the scheduler has no way to hand ``None`` to an Outcome.
+
+    An ``Outcome`` parameter receives ``Value(x)`` or ``Error(exc)`` and a skipped
+    upstream skips the step; a ``T | None`` parameter receives the plain value or
+    ``None``. The union of both would be read as ``T | None`` and receive a bare value
+    where the annotation promises an ``Outcome``, so it is refused.
+    """
+    inner = optional_inner(ann)
+    inner_mode, inner_value = _mode(inner)
+    if inner_mode not in (Mode.OUTCOME, Mode.OUTCOME_LIST):
+        return None
+    plain = "T" if inner_value is EMPTY else _type_text(inner_value)
+    return (
+        f"parameter {name!r} is annotated {_type_text(ann)}, but an Outcome parameter "
+        "never receives None: it gets Value(x) or Error(exc).",
+        f"Use {_type_text(inner)} to receive the upstream's failure too (a skipped upstream "
+        f"skips this step), or {plain} | None to receive None when the upstream is skipped.",
+    )
 
 
 def _short_loc(fn: Callable[..., Any]) -> str:
