@@ -41,7 +41,7 @@ from ._result import (
     current_run_var,
     current_span_var,
 )
-from ._step import MISSING, backoff_delay
+from ._step import MISSING, BackoffError, BackoffLike, backoff_delay
 from ._wiring import Mode
 
 checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
@@ -531,7 +531,10 @@ class Runner:
                 if attempt < total and isinstance(exc, step.retry_on):
                     span.error = exc
                     self._emit("retrying", span)
-                    await trio.sleep(backoff_delay(step.backoff, attempt))  # holds no slot
+                    delay = _delay(step.backoff, attempt)
+                    if isinstance(delay, BackoffError):  # the user's backoff= is broken
+                        return self._failed(span, delay)
+                    await trio.sleep(delay)  # holds no slot
                     continue
                 return self._failed(span, exc)
             now = self.now()
@@ -788,9 +791,9 @@ class Runner:
                 raise
             got[m] = res
             kind = type(res)
-            if span.winner is not None and kind is not _Failed and kind is not _Skip:
-                if mspan.reason is not None:  # it lost, but was not interrupted (a thread)
-                    mspan.reason += "; it finished before the cancellation reached it"
+            if (span.winner is not None and kind is not _Failed and kind is not _Skip
+                    and mspan.reason is not None):  # it lost, but was not interrupted
+                mspan.reason += "; it finished before the cancellation reached it"
             if kind is _Failed:
                 if isinstance(res.error, Exception):
                     errors.append(res.error)
@@ -948,6 +951,13 @@ class Runner:
         except Exception as exc:  # a broken callback must not break the run
             warnings.warn(f"on_event callback raised {exc_line(exc)}", RuntimeWarning,
                           stacklevel=1)
+
+
+def _delay(backoff: BackoffLike, attempt: int) -> float | BackoffError:
+    try:
+        return backoff_delay(backoff, attempt)
+    except BackoffError as error:
+        return error
 
 
 def _as_outcome(result: Any) -> outcome.Outcome[Any]:

@@ -197,7 +197,7 @@ class Step(Generic[P, R]):
         fn: Callable[P, R],
         *,
         name: str | None = None,
-        after: Sequence[Step[Any, Any] | str] = (),
+        after: Sequence[Step[Any, Any] | str] | Step[Any, Any] | None = (),
         when: Callable[..., Any] | None = None,
         timeout: float | None = None,
         on_timeout: Any = MISSING,
@@ -286,7 +286,7 @@ def step(fn: Callable[P, R], /) -> Step[P, R]: ...
 def step(
     *,
     name: str | None = None,
-    after: Sequence[Step[Any, Any] | str] = (),
+    after: Sequence[Step[Any, Any] | str] | Step[Any, Any] | None = (),
     when: Callable[..., Any] | None = None,
     timeout: float | None = None,
     on_timeout: Any = MISSING,

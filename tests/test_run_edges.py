@@ -274,3 +274,17 @@ def test_a_thread_contestant_that_lost_says_it_ran_to_the_end() -> None:
             "lost the race 'r' to 'fast'; it finished before the cancellation reached it")
     else:
         assert span.status == "cancelled"
+
+
+def test_a_broken_backoff_function_fails_the_step(flow_run: Any) -> None:
+    def backoff(attempt: int) -> float:
+        raise ZeroDivisionError("oops")
+
+    @step(retries=2, backoff=backoff)
+    async def flaky() -> int:
+        raise ConnectionError("reset")
+
+    result = flow_run(graph(flaky), expect_failure=True)
+    error = result.failures["flaky"]
+    assert type(error).__name__ == "BackoffError"
+    assert isinstance(error.__cause__, ZeroDivisionError)
