@@ -3,17 +3,34 @@
 Conversion goes through a flowfn-owned cattrs converter that only performs *lossless*
 conversions: ``"42"`` becomes ``42`` for an ``int``, but ``7.9`` is not an ``int`` and ``5``
 is not a ``str``. Every bad value is reported at once, as a data path
-(``order.items[2].qty``), before any step runs.
+(``order.items[2].qty``), before any step runs. Beyond cattrs' defaults:
+
+- ``float`` takes an int only when a float holds it exactly (``2**53 + 1`` is refused);
+- ``date``, ``datetime``, ``time``, ``UUID``, ``Decimal`` and ``Path`` take an instance or
+  their text form (ISO 8601 for times; a ``Decimal`` also an int, never a float);
+- a union of plain types keeps a value that already is one of its members, and converts
+  nothing (``3`` for ``int | str`` stays ``3``, ``"3"`` stays ``"3"``, ``1.5`` is refused);
+- an ``Enum`` takes a member or a member's value; ``bytes`` also base64 text;
+- a set refuses items that repeat once converted (it would drop some);
+- a ``Literal`` takes exactly one of its values.
 """
 
 from __future__ import annotations
 
+import base64
 import collections.abc
 import dataclasses
+import datetime as dt
+import math
 import numbers
-from collections.abc import Mapping
+import types
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_origin
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
 
 import attrs
 import cattrs
@@ -64,14 +81,125 @@ def _strict_int(value: Any, _: Any) -> int:
 def _strict_float(value: Any, _: Any) -> float:
     if isinstance(value, bool):
         raise _BadValue("float", value)
+    if isinstance(value, int):
+        try:
+            exact = float(value)
+        except OverflowError:
+            exact = math.inf
+        if exact == value:  # no digits lost on the way
+            return exact
+        raise _BadValue("float, which cannot hold this int exactly", value)
     if isinstance(value, numbers.Real):
         return float(value)
     if isinstance(value, str):
         try:
-            return float(value.strip())
+            number = float(value.strip())
         except ValueError:
             pass
+        else:
+            if math.isfinite(number) or "in" in value.lower():  # "inf", "nan" as written
+                return number
     raise _BadValue("float", value)
+
+
+def _strict_bytes(value: Any, _: Any) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if isinstance(value, str):  # JSON has no bytes: base64 text, as the schema says
+        try:
+            return base64.b64decode(value, validate=True)
+        except ValueError:
+            pass
+    raise _BadValue("bytes, as bytes or base64 text", value)
+
+
+# type -> (parse its text form, what that text looks like)
+_TEXT_FORMS: dict[type, tuple[Callable[[str], Any], str]] = {
+    dt.date: (dt.date.fromisoformat, "an ISO 8601 date like '2026-12-01'"),
+    dt.datetime: (dt.datetime.fromisoformat,
+                  "an ISO 8601 date and time like '2026-12-01T09:30:00'"),
+    dt.time: (dt.time.fromisoformat, "an ISO 8601 time like '09:30:00'"),
+    uuid.UUID: (uuid.UUID, "a UUID like '6f1c2d3e-0000-4000-8000-000000000000'"),
+    Decimal: (Decimal, "a decimal number as text, like '19.99'"),
+    Path: (Path, "a path as text"),
+}
+
+
+def _text_form(cls: type) -> Callable[[Any, Any], Any]:
+    """An instance of ``cls`` as is, or ``cls`` parsed from its text form."""
+    parse, looks_like = _TEXT_FORMS[cls]
+
+    def hook(value: Any, _: Any) -> Any:
+        if isinstance(value, cls) and not (cls is dt.date and isinstance(value, dt.datetime)):
+            return value  # (a datetime is a date to Python, but would lose its time here)
+        if cls is Decimal and isinstance(value, int) and not isinstance(value, bool):
+            return Decimal(value)
+        if isinstance(value, str) and value.strip():
+            try:
+                return parse(value.strip())
+            except (ValueError, InvalidOperation):
+                pass
+        raise _BadValue(f"{cls.__name__}, as {looks_like}", value)
+
+    return hook
+
+
+_PLAIN = (int, float, str, bool, bytes, type(None))
+
+
+def _is_plain_union(tp: Any) -> bool:
+    """``int | str``, ``float | int | None``...: not just ``X | None`` (cattrs converts
+    that one into ``X``)."""
+    args = get_args(tp) if get_origin(tp) in (Union, types.UnionType) else ()
+    return all(a in _PLAIN for a in args) and len([a for a in args if a is not type(None)]) > 1
+
+
+def _plain_union(tp: Any) -> Callable[[Any, Any], Any]:
+    """A value that already is one of the members, as is: nothing is converted, so the
+    order of the members does not matter (``"3"`` for ``int | str`` stays a ``str``)."""
+    members = set(get_args(tp))
+    expected = type_name(tp)
+
+    def hook(value: Any, _: Any) -> Any:
+        if type(value) in members:
+            return value
+        raise _BadValue(expected, value)
+
+    return hook
+
+
+def _is_enum(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Enum)
+
+
+def _enum(tp: Any) -> Callable[[Any, Any], Any]:
+    expected = f"{tp.__name__}: one of " + ", ".join(repr(m.value) for m in tp)
+
+    def hook(value: Any, _: Any) -> Any:
+        if isinstance(value, tp):
+            return value
+        try:
+            return tp(value)
+        except ValueError:
+            raise _BadValue(expected, value) from None
+
+    return hook
+
+
+def _is_literal(tp: Any) -> bool:
+    return get_origin(tp) is Literal
+
+
+def _literal(tp: Any) -> Callable[[Any, Any], Any]:
+    allowed = get_args(tp)
+    expected = "one of " + ", ".join(repr(a) for a in allowed)
+
+    def hook(value: Any, _: Any) -> Any:
+        if any(value == a and type(value) is type(a) for a in allowed):
+            return value
+        raise _BadValue(expected, value)
+
+    return hook
 
 
 def _strict_str(value: Any, _: Any) -> str:
@@ -111,6 +239,12 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(bytes, _strict_bytes)
+    for cls in _TEXT_FORMS:
+        conv.register_structure_hook(cls, _text_form(cls))
+    conv.register_structure_hook_factory(_is_literal, _literal)
+    conv.register_structure_hook_factory(_is_enum, _enum)
+    conv.register_structure_hook_factory(_is_plain_union, _plain_union)
     conv.register_structure_hook(Any, lambda v, _: v)
 
     def no_text_as_collection(tp: Any) -> Any:
@@ -125,13 +259,18 @@ def _make_converter() -> cattrs.Converter:
         else:  # list, Sequence, Iterable, ...: cattrs' own list hook
             base = cattrs.cols.list_structure_factory(tp, conv)
         expected = type_name(tp)
+        unique = issubclass(origin, collections.abc.Set)
 
         def hook(value: Any, t: Any) -> Any:
             if isinstance(value, str | bytes | Mapping) or not isinstance(
                 value, collections.abc.Iterable
             ):
                 raise _BadValue(expected, value)
-            return base(value, t)
+            items = list(value)
+            out = base(items, t)
+            if unique and len(out) != len(items):  # a set would silently drop some
+                raise _BadValue(f"{expected} with no repeated items", value)
+            return out
 
         return hook
 
@@ -210,12 +349,37 @@ def structure_inputs(graph_name: str, specs: Mapping[str, InputSpec],
     return values
 
 
+def _for_schema(tp: Any) -> Any:
+    """``tp`` as msgspec can describe it: a ``Path`` input is given as text."""
+    tp = strip_annotated(tp)
+    if tp is EMPTY:
+        return Any
+    return str if isinstance(tp, type) and issubclass(tp, Path) else tp
+
+
+def _schema_components(named: list[tuple[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    types_ = [_for_schema(tp) for _, tp in named]
+    try:
+        return msgspec.json.schema_components(types_)
+    except TypeError:
+        pass
+    bad = []
+    for (name, _), tp in zip(named, types_, strict=True):
+        try:
+            msgspec.json.schema_components([tp])
+        except TypeError as exc:
+            bad.append(f"  {name}: {type_name(tp)} has no JSON Schema ({exc}); run() takes "
+                       "it only as a Python object")
+    raise TypeError(f"{len(bad)} input{'s' if len(bad) != 1 else ''} cannot be described "
+                    "in JSON Schema:\n" + "\n".join(bad))
+
+
 def schema_of(tp: Any) -> dict[str, Any]:
     """JSON Schema for one type, with its own object at the top level."""
     tp = strip_annotated(tp)
     if tp is EMPTY or tp is Any:
         return {}
-    (out,), components = msgspec.json.schema_components([tp])
+    (out,), components = _schema_components([("value", tp)])
     if "$ref" in out and components:
         name = out["$ref"].rsplit("/", 1)[-1]
         top: dict[str, Any] = dict(components.pop(name))
@@ -228,9 +392,8 @@ def schema_of(tp: Any) -> dict[str, Any]:
 def input_schema(specs: Mapping[str, InputSpec]) -> dict[str, Any]:
     """An object schema whose properties are the graph's inputs."""
     names = sorted(specs)
-    types_ = [strip_annotated(specs[n].type) for n in names]
-    known = [t if t is not EMPTY else Any for t in types_]
-    schemas, components = msgspec.json.schema_components(known) if known else ((), {})
+    named = [(n, specs[n].type) for n in names]
+    schemas, components = _schema_components(named) if named else ((), {})
     properties: dict[str, Any] = {}
     for name, sch in zip(names, schemas, strict=True):
         spec = specs[name]

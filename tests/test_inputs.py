@@ -1,7 +1,12 @@
 """Inputs are converted with a strict cattrs converter: lossless conversions only."""
 
+import datetime as dt
+import enum
+import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, Optional
 
 import attrs
 import pytest
@@ -29,6 +34,11 @@ def problems(tp: Any, value: Any) -> list[str]:
     return info.value.problems
 
 
+class Priority(enum.Enum):
+    HIGH = "high"
+    LOW = "low"
+
+
 @pytest.mark.parametrize(("tp", "value", "expected"), [
     (int, "42", 42),
     (int, " 42 ", 42),
@@ -42,7 +52,25 @@ def problems(tp: Any, value: Any) -> list[str]:
     (list[int], ["1", 2], [1, 2]),
     (list[int], ("1", 2), [1, 2]),
     (tuple[int, ...], ["1", "2"], (1, 2)),
-    (set[str], ["a", "a"], {"a"}),
+    (set[str], ["a", "b"], {"a", "b"}),
+    (float, 2**53, 9007199254740992.0),  # a float holds this int exactly
+    (int | str, 3, 3),
+    (int | str, "3", "3"),  # a union of plain types converts nothing
+    (float | int, 3, 3),
+    (dt.date, "2026-12-01", dt.date(2026, 12, 1)),
+    (dt.date, dt.date(2026, 12, 1), dt.date(2026, 12, 1)),
+    (dt.datetime, "2026-12-01T09:30:00", dt.datetime(2026, 12, 1, 9, 30)),
+    (dt.time, "09:30", dt.time(9, 30)),
+    (uuid.UUID, "6f1c2d3e-0000-4000-8000-000000000000",
+     uuid.UUID("6f1c2d3e-0000-4000-8000-000000000000")),
+    (Decimal, "19.99", Decimal("19.99")),
+    (Decimal, 5, Decimal(5)),
+    (Path, "/tmp/data.csv", Path("/tmp/data.csv")),
+    (Priority, "high", Priority.HIGH),
+    (Priority, Priority.LOW, Priority.LOW),
+    (Literal["a", "b"], "b", "b"),
+    (bytes, "aGk=", b"hi"),  # JSON has no bytes: base64 text, as the schema says
+    (bytes, b"hi", b"hi"),
     (dict[str, int], {"a": "1"}, {"a": 1}),
     (Optional[int], None, None),  # noqa: UP045
     (int | None, "3", 3),
@@ -79,6 +107,27 @@ def test_unannotated_input_passes_through_unchanged() -> None:
     (list[int], b"12", "v: invalid value for type, expected list[int] (got b'12')"),
     (list[int], {"a": 1}, "v: invalid value for type, expected list[int] (got {'a': 1})"),
     (list[int], 3, "v: invalid value for type, expected list[int] (got 3)"),
+    (float, 2**53 + 1, "v: invalid value for type, expected float, which cannot hold this "
+     "int exactly (got 9007199254740993)"),
+    (float, "1e400", "v: invalid value for type, expected float (got '1e400')"),
+    (set[int], [1, "1"], "v: invalid value for type, expected set[int] with no repeated "
+     "items (got [1, '1'])"),
+    (int | str, 1.5, "v: invalid value for type, expected int | str (got 1.5)"),
+    (dt.date, "tomorrow", "v: invalid value for type, expected date, as an ISO 8601 date "
+     "like '2026-12-01' (got 'tomorrow')"),
+    (dt.date, dt.datetime(2026, 12, 1, 9), "v: invalid value for type, expected date, as an "
+     "ISO 8601 date like '2026-12-01' (got datetime.datetime(2026, 12, 1, 9, 0))"),
+    (uuid.UUID, "nope", "v: invalid value for type, expected UUID, as a UUID like "
+     "'6f1c2d3e-0000-4000-8000-000000000000' (got 'nope')"),
+    (Decimal, 1.5, "v: invalid value for type, expected Decimal, as a decimal number as "
+     "text, like '19.99' (got 1.5)"),
+    (Path, "", "v: invalid value for type, expected Path, as a path as text (got '')"),
+    (Priority, "urgent", "v: invalid value for type, expected Priority: one of 'high', "
+     "'low' (got 'urgent')"),
+    (Literal["a", "b"], "c", "v: invalid value for type, expected one of 'a', 'b' "
+     "(got 'c')"),
+    (bytes, "not base64!", "v: invalid value for type, expected bytes, as bytes or base64 "
+     "text (got 'not base64!')"),
 ])
 def test_lossy_conversions_are_refused(tp: Any, value: Any, message: str) -> None:
     assert problems(tp, value) == [message]
@@ -213,3 +262,35 @@ def test_converted_values_reach_the_steps() -> None:
     })
     assert result.output == 7.5
     assert result.spans["total"].input["factor"] == 1.5
+
+
+def test_schema_covers_what_run_accepts() -> None:
+    @step
+    async def book(when: dt.date, ref: uuid.UUID, where: Path, kind: int | str,
+                   priority: Priority = Priority.LOW) -> str:
+        return "booked"
+
+    schema = graph(book).input_schema()
+    props = schema["properties"]
+    assert props["when"] == {"type": "string", "format": "date"}
+    assert props["ref"] == {"type": "string", "format": "uuid"}
+    assert props["where"] == {"type": "string"}  # a Path is given as text
+    assert props["kind"] == {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+    assert props["priority"] == {"$ref": "#/$defs/Priority", "default": "low"}
+    assert schema["required"] == ["kind", "ref", "when", "where"]
+
+
+def test_an_input_with_no_json_form_says_which() -> None:
+    class Session:
+        pass
+
+    @step
+    async def use(session: Session, n: int) -> None:
+        return None
+
+    with pytest.raises(TypeError) as info:
+        graph(use).input_schema()
+    assert str(info.value).startswith(
+        "1 input cannot be described in JSON Schema:\n  session: Session has no JSON Schema")
+    assert str(info.value).endswith("run() takes it only as a Python object")
+
