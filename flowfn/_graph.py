@@ -58,11 +58,11 @@ class Node:
     dependents: list[Node] = field(default_factory=list)
     mapped: bool = False  # has each() parameters
     stream_from: Node | None = None  # pipelined map: items arrive from this mapped node
-    streams_to: list[Node] = field(default_factory=list)
+    streams_to: tuple[Node, ...] = ()  # mapped consumers fed item by item (rare: a tuple)
     owner: Node | None = None  # the race this node runs inside
-    members: list[Node] = field(default_factory=list)  # a race's contestants
+    members: tuple[Node, ...] = ()  # a race's contestants
     outcome_consumers: int = 0  # nodes taking this node as Outcome / list[Outcome]
-    outcome_sources: list[Node] = field(default_factory=list)  # what this node reads so
+    outcome_sources: tuple[Node, ...] = ()  # upstreams this node reads as Outcome
     collect_items: bool = False  # some consumer wants list[Outcome]: no fail-fast map
     output_type: Any = EMPTY
     name: str = ""  # the step's name, copied: read on every scheduling decision
@@ -442,7 +442,7 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
                 ), m.name))
                 continue
             member.owner = race_node
-            race_node.members.append(member)
+            race_node.members += (member,)
             consumed.add(m)
     # The outermost race waits for every upstream of its (nested) contestants; each
     # contestant settles when its own race does.
@@ -477,7 +477,7 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
         for b in [*n.bindings, *(n.when or ())]:  # a when= predicate reads like a step
             if b.node is not None and b.mode in (Mode.OUTCOME, Mode.OUTCOME_LIST):
                 if b.node not in n.outcome_sources:
-                    n.outcome_sources.append(b.node)
+                    n.outcome_sources += (b.node,)
                     b.node.outcome_consumers += 1
                 if b.mode is Mode.OUTCOME_LIST:
                     b.node.collect_items = True
@@ -518,7 +518,7 @@ def _link_streams(order: list[Node]) -> None:
         ]:
             continue
         n.stream_from = up
-        up.streams_to.append(n)
+        up.streams_to += (n,)
         n.deps.remove(up)
         up.dependents.remove(n)
 

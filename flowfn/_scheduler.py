@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import outcome
@@ -816,7 +816,7 @@ class Runner:
                 f"all {len(node.members)} contestants of race {node.name!r} failed", errors)
         raise _Skipped(f"every contestant of race {node.name!r} was skipped")
 
-    def _renew_spans(self, nodes: list[Node]) -> None:
+    def _renew_spans(self, nodes: Sequence[Node]) -> None:
         for m in nodes:
             old = self.span_list[m.index]
             self.span_list[m.index] = self.spans[m.name] = Span(old.name, old.path)
