@@ -472,6 +472,8 @@ class Runner:
 
     def _skip(self, span: Span, skip: _Skip) -> _Skip:
         self.clean = False
+        if span.started is not None and span.ended is None:  # a container found nothing
+            span.ended = self.now()
         span.status = "skipped"
         span.reason = skip.reason
         self._emit("skipped", span)
@@ -681,6 +683,7 @@ class Runner:
         # else: a map fed item by item starts with its first item (or its end)
         children: dict[str, Span] = {}
         span.children = children
+        self.collected_items.pop(node.index, None)  # a retried container runs it afresh
         results: dict[int, Any] = {}
         first_error: list[tuple[int, BaseException]] = []
         stopped: list[str] = []  # why the items still running are being cancelled
@@ -785,10 +788,8 @@ class Runner:
                 await checkpoint_if_cancelled()  # the race is over: don't start
                 res = await self._body(m, mspan, held)
             except BaseException:
-                self._cancelled(mspan, node)
-                if m.kind == "race":  # a losing inner race: its contestants settle now
-                    self._settle_contestants(m)
-                raise
+                self._cancelled(mspan, node)  # (an inner race's contestants settle with
+                raise                         # this race: it may yet be retried)
             got[m] = res
             kind = type(res)
             if (span.winner is not None and kind is not _Failed and kind is not _Skip
@@ -838,14 +839,14 @@ class Runner:
             res = got.get(m, MISSING)
             if res is MISSING:
                 mspan = self.span_list[m.index]
-                if mspan.status == "pending":  # the race never started it
+                if mspan.status == "pending" and not self.stopping:  # never started by it
                     why = f" ({rspan.reason})" if rspan.reason else ""
                     res = self._skip(mspan, _Skip(f"race {race.name!r} did not run it{why}"))
-                else:
+                else:  # cancelled (or, if the run is stopping, left for finish())
                     res = _Skip(mspan.reason or "it was cancelled")
                     self.clean = False
             elif type(res) is _Failed:
-                self.shared.failures[self.prefix + m.name] = res.error
+                self._record_failure(m, res)
             self.results[m.index] = res
         for m in race.members:
             self._wake(m)
@@ -892,18 +893,7 @@ class Runner:
         for d in node.streams_to:  # item-by-item consumers: no more items will come
             self.streams[(node.index, d.index)].close()
         if type(result) is _Failed:
-            span = self.span_list[node.index]
-            exc = result.error
-            inner = self.subflow_failures.get(node.index)
-            if inner is not None and inner.exc is exc:  # not, e.g., the subflow's timeout
-                span.reason = f"step {inner.path!r} failed"
-            else:
-                inner = None
-            path = inner.path if inner else span.path
-            self.shared.failures[path] = inner.exc if inner else exc
-            attempts = 1 if result.where == _IN_PREDICATE else node.step.retries + 1
-            failure = inner or UnhandledFailure(span.path, node.step.location, span.attempts,
-                                                attempts, exc, result.where)
+            failure = self._record_failure(node, result)
             if node.kind == "race":
                 self._settle_contestants(node)  # their failures are the race's story
             if node.outcome_consumers == 0:
@@ -911,6 +901,21 @@ class Runner:
                 return
             self.unconsumed[node.index] = [failure, node.outcome_consumers]
         self._wake(node)
+
+    def _record_failure(self, node: Node, result: _Failed) -> UnhandledFailure:
+        """List a failure in ``result.failures`` (a sub-workflow's under the inner step's
+        path) and describe it the way RunFailed will."""
+        span = self.span_list[node.index]
+        exc = result.error
+        inner = self.subflow_failures.get(node.index)
+        if inner is not None and inner.exc is exc:  # not, e.g., the subflow's timeout
+            span.reason = f"step {inner.path!r} failed"
+            self.shared.failures[inner.path] = exc
+            return inner
+        self.shared.failures[span.path] = exc
+        attempts = 1 if result.where == _IN_PREDICATE else node.step.retries + 1
+        return UnhandledFailure(span.path, node.step.location, span.attempts, attempts, exc,
+                                result.where)
 
     def _wake(self, node: Node) -> None:
         if node.kind == "race":
@@ -928,10 +933,15 @@ class Runner:
 
     def _unconsumed_failures(self, consumer: Node) -> None:
         """``consumer`` settled: a failure it was to consume and none of its consumers
-        did (they were skipped) fails the run after all."""
+        did (they were skipped) fails the run after all. A consumer cancelled before it
+        could run (a race's loser) still counts as handling it: the flow was built to
+        go on without that step, and which loser had started is down to timing."""
+        declined = self.span_list[consumer.index].status == "skipped"
         for up in consumer.outcome_sources:
             entry = self.unconsumed.get(up.index)
-            if entry is not None:
+            if entry is not None and not declined:
+                del self.unconsumed[up.index]
+            elif entry is not None:
                 entry[1] -= 1
                 if entry[1] == 0:
                     del self.unconsumed[up.index]
