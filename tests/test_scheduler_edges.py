@@ -367,3 +367,101 @@ def test_a_reloaded_module_gets_its_new_classes(tmp_path: Path,
         assert type(order) is flow_module.Order and order.price == 1.5
     finally:
         sys.modules.pop("reloaded_flow", None)
+
+
+# --- races retried, nested, or holding Outcome consumers -------------------------------------
+
+
+def test_a_retried_outer_race_hands_the_inner_contestants_their_final_result(
+        flow_run: Any) -> None:
+    calls: list[int] = []
+
+    @step
+    async def a() -> int:
+        calls.append(1)
+        await trio.sleep(10 if len(calls) == 1 else 0.5)
+        return 1
+
+    b, c = contestant("b", 10), contestant("c", 10)
+    inner = race(a, b, name="inner")
+    outer = race(inner, c, name="outer", timeout=1, retries=1, backoff=0)
+    seen: list[Any] = []
+    result = flow_run(graph(outer, uses(a, "after_a", seen)))
+    assert result.output["outer"] == 1
+    assert seen == [1]  # not None from the cancelled first attempt
+    assert result.spans["after_a"].started == 1.5
+
+
+def test_an_outcome_consumer_losing_a_race_still_handles_the_failure(flow_run: Any) -> None:
+    @step
+    async def upstream() -> int:
+        raise ValueError("boom")
+
+    @step
+    async def careful(value: Annotated[Outcome[int], upstream]) -> int:
+        await trio.sleep(1)
+        return 5
+
+    @step
+    async def quick() -> int:
+        return 7
+
+    for _ in range(10):  # whichever contestant trio starts first
+        result = flow_run(graph(race(careful, quick, name="r")))
+        assert result.output == 7
+        assert isinstance(result.failures["upstream"], ValueError)
+
+
+def test_a_failing_subflow_contestant_is_listed_once(flow_run: Any) -> None:
+    @step
+    async def shout() -> int:
+        raise ValueError("inner boom")
+
+    sf = subflow(graph(shout), name="sf")
+    result = flow_run(graph(race(sf, contestant("w", 1, value=7), name="r")))
+    assert result.output == 7
+    assert list(result.failures) == ["sf/shout"]
+    assert result.spans["sf"].reason == "step 'sf/shout' failed"
+
+
+def test_a_retried_race_gives_list_outcome_consumers_the_last_attempts_items(
+        flow_run: Any) -> None:
+    attempt = {"n": 0}
+
+    @step
+    async def items() -> list[int]:
+        return [1, 2]
+
+    @step
+    async def mapped(x: Annotated[int, each(items)]) -> int:
+        if attempt["n"] == 0 and x == 2:
+            raise ValueError("first attempt, item 2")
+        return x * 10
+
+    @step
+    async def other() -> list[int]:
+        await trio.sleep(0.1)
+        attempt["n"] += 1
+        if attempt["n"] == 1:
+            raise KeyError("first attempt")
+        await trio.sleep(5)
+        return [0]
+
+    data = race(mapped, other, name="data", retries=1, backoff=0)
+
+    @step
+    async def report(outcomes: Annotated[list[Outcome[int]], mapped]) -> list[str]:
+        return [type(o).__name__ for o in outcomes]
+
+    result = flow_run(graph(data, report))
+    assert result.output == {"data": [10, 20], "report": ["Value", "Value"]}
+
+
+def test_a_skipped_container_has_an_end_time(flow_run: Any) -> None:
+    @step(when=lambda: False)
+    async def maybe() -> int:
+        return 1
+
+    result = flow_run(graph(subflow(graph(maybe), name="branch")))
+    span = result.spans["branch"]
+    assert (span.status, span.started, span.ended) == ("skipped", 0, 0)
