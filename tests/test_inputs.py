@@ -54,6 +54,7 @@ class Priority(enum.Enum):
     (tuple[int, ...], ["1", "2"], (1, 2)),
     (set[str], ["a", "b"], {"a", "b"}),
     (float, 2**53, 9007199254740992.0),  # a float holds this int exactly
+    (float, "-inf", float("-inf")),  # written as such: not an overflow
     (int | str, 3, 3),
     (int | str, "3", "3"),  # a union of plain types converts nothing
     (float | int, 3, 3),
