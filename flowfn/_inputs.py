@@ -186,6 +186,13 @@ def _enum(tp: Any) -> Callable[[Any, Any], Any]:
     return hook
 
 
+def _enums_first(hook: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def routed(value: Any, tp: Any) -> Any:
+        return _enum(tp)(value, tp) if _is_enum(tp) else hook(value, tp)
+
+    return routed
+
+
 def _is_literal(tp: Any) -> bool:
     return get_origin(tp) is Literal
 
@@ -235,9 +242,11 @@ def _is_record_class(tp: Any) -> bool:
 
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(detailed_validation=True, forbid_extra_keys=True)
-    conv.register_structure_hook(int, _strict_int)
-    conv.register_structure_hook(float, _strict_float)
-    conv.register_structure_hook(str, _strict_str)
+    # cattrs finds the int/str/float hook for an IntEnum or a `class Kind(str, Enum)`
+    # first (along its MRO): those hooks hand enums over to the enum hook.
+    conv.register_structure_hook(int, _enums_first(_strict_int))
+    conv.register_structure_hook(float, _enums_first(_strict_float))
+    conv.register_structure_hook(str, _enums_first(_strict_str))
     conv.register_structure_hook(bool, _strict_bool)
     conv.register_structure_hook(bytes, _strict_bytes)
     for cls in _TEXT_FORMS:

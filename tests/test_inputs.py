@@ -39,6 +39,15 @@ class Priority(enum.Enum):
     LOW = "low"
 
 
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Kind(enum.StrEnum):
+    FAST = "fast"
+
+
 @pytest.mark.parametrize(("tp", "value", "expected"), [
     (int, "42", 42),
     (int, " 42 ", 42),
@@ -69,6 +78,8 @@ class Priority(enum.Enum):
     (Path, "/tmp/data.csv", Path("/tmp/data.csv")),
     (Priority, "high", Priority.HIGH),
     (Priority, Priority.LOW, Priority.LOW),
+    (Level, 2, Level.HIGH),  # an IntEnum: by value, and a member comes out
+    (Kind, "fast", Kind.FAST),  # a str enum too
     (Literal["a", "b"], "b", "b"),
     (bytes, "aGk=", b"hi"),  # JSON has no bytes: base64 text, as the schema says
     (bytes, b"hi", b"hi"),
@@ -125,6 +136,8 @@ def test_unannotated_input_passes_through_unchanged() -> None:
     (Path, "", "v: invalid value for type, expected Path, as a path as text (got '')"),
     (Priority, "urgent", "v: invalid value for type, expected Priority: one of 'high', "
      "'low' (got 'urgent')"),
+    (Level, 3, "v: invalid value for type, expected Level: one of 1, 2 (got 3)"),
+    (Kind, "slow", "v: invalid value for type, expected Kind: one of 'fast' (got 'slow')"),
     (Literal["a", "b"], "c", "v: invalid value for type, expected one of 'a', 'b' "
      "(got 'c')"),
     (bytes, "not base64!", "v: invalid value for type, expected bytes, as bytes or base64 "
