@@ -452,6 +452,9 @@ def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -
             inside = set(_race_tree(race_node))
             for member in _race_tree(race_node):
                 outer_deps.update((d, None) for d in member.deps if d not in inside)
+                for d in member.deps:
+                    if d in inside and member is not race_node:
+                        problems.append(_waits_inside_race(member, d, infos))
             race_node.deps = [d for d in outer_deps if d is not race_node]
             for member in _race_tree(race_node):
                 if member is not race_node:
@@ -564,6 +567,18 @@ def _check_types(nodes: dict[AnyStep, Node], infos: dict[AnyStep, _Info],
                     "Change one of the two annotations, or annotate the parameter as Any to "
                     "skip this check.",
                 ), s.name))
+
+
+def _waits_inside_race(member: Node, other: Node, infos: dict[AnyStep, _Info]) -> Problem:
+    race = member.owner
+    assert race is not None
+    return Problem(_where(member.step, infos[member.step]), (
+        f"contestant {member.name!r} of race {race.name!r} waits for {other.name!r}, which "
+        "runs in the same race.",
+        "Contestants run side by side and the losers are cancelled, so one cannot wait for "
+        f"another: take {other.name!r} out of the race, or make {member.name!r} a step "
+        "after the race.",
+    ), member.name)
 
 
 def _input_clash(spec: InputSpec, p: Param) -> str:

@@ -525,3 +525,29 @@ def test_failing_when_predicate_names_the_predicate() -> None:
         "step 'guarded' failed in its when= predicate: KeyError: 'valid'\n"
         f"  step defined at tests/test_messages.py:{line}"
     )
+
+
+def test_a_contestant_waiting_for_a_fellow_contestant() -> None:
+    from flowfn import Outcome, race
+
+    @step
+    async def primary() -> int:
+        return 1
+
+    @step
+    async def fallback(seen: Annotated[Outcome[int], primary]) -> int:
+        return 2
+
+    with pytest.raises(GraphError) as info:
+        graph(race(primary, fallback, name="source"))
+    line = inspect.getsourcelines(fallback.fn)[1] + 1
+    assert str(info.value) == (
+        "1 problem in graph(source)\n"
+        "\n"
+        f"  tests/test_messages.py:{line} in def fallback(seen)\n"
+        "    contestant 'fallback' of race 'source' waits for 'primary', which runs in the "
+        "same race.\n"
+        "    Contestants run side by side and the losers are cancelled, so one cannot wait "
+        "for another: take 'primary' out of the race, or make 'fallback' a step after the "
+        "race."
+    )
