@@ -14,7 +14,7 @@ from ._graph import Graph, graph
 from ._inputs import structure_inputs
 from ._patterns import SubflowSpec
 from ._result import Event, RunResult, RunStatus, Span
-from ._scheduler import Runner, Shared, UnhandledFailure
+from ._scheduler import IN_PREDICATE, Runner, Shared, UnhandledFailure
 from ._step import Step
 
 
@@ -195,8 +195,7 @@ def failure_message(failure: UnhandledFailure, spans: Mapping[str, Span], stop: 
         head = (f"step {failure.path!r} failed{where} on attempt {failure.attempt} of "
                 f"{failure.attempts} ({failure.location}):\n  {exc_line(exc)}")
     else:
-        attempt = "" if failure.attempts == 1 and failure.where.startswith("in its") else (
-            f" on attempt {failure.attempt}")
+        attempt = "" if failure.where == IN_PREDICATE else f" on attempt {failure.attempt}"
         head = (f"step {failure.path!r} failed{where}{attempt}: {exc_line(exc)}"
                 f"\n  step defined at {failure.location}")
     return head + cancelled_summary(spans, stop)

@@ -78,7 +78,7 @@ class _Failed:
 
 
 _PENDING = _Skip("it has not run")  # the result of a node that has not settled
-_IN_PREDICATE = "in its when= predicate"
+IN_PREDICATE = "in its when= predicate"  # where a failure came from, for RunFailed
 
 
 class _Skipped(BaseException):
@@ -465,7 +465,7 @@ class Runner:
                 verdict = await verdict
         except Exception as exc:
             span.reason = "its when= predicate raised"
-            return self._failed(span, exc, _IN_PREDICATE)
+            return self._failed(span, exc, IN_PREDICATE)
         if not verdict:
             return self._skip(span, _Skip("its when= predicate was false"))
         return None
@@ -697,11 +697,7 @@ class Runner:
             try:
                 await checkpoint_if_cancelled()  # the map was stopped: don't start
                 if simple:  # _single_attempt, written out: one coroutine less per item
-                    ispan.attempts = 1
-                    ispan.started = self.now()
-                    ispan.status = "running"
-                    if self.emits:
-                        self._emit("started", ispan)
+                    self._start(ispan)
                     try:
                         res = await fn(**kw)
                     except Exception as exc:
@@ -913,7 +909,7 @@ class Runner:
             self.shared.failures[inner.path] = exc
             return inner
         self.shared.failures[span.path] = exc
-        attempts = 1 if result.where == _IN_PREDICATE else node.step.retries + 1
+        attempts = 1 if result.where == IN_PREDICATE else node.step.retries + 1
         return UnhandledFailure(span.path, node.step.location, span.attempts, attempts, exc,
                                 result.where)
 
