@@ -5,40 +5,17 @@ computed from the source of each function (its ``def`` line, past decorators), a
 are rendered relative to the cwd, which these tests pin to the repository root.
 """
 
-import inspect
 import traceback
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import flows_for_messages as m
 import pytest
 import trio.testing
+from messages_help import at, graph_error, repo_root_cwd  # noqa: F401 (a fixture)
 
 from flowfn import GraphError, InputError, RunFailed, graph, run, step
 
-ROOT = Path(__file__).resolve().parent.parent
-PATH = "tests/flows_for_messages.py"
-
-
-@pytest.fixture(autouse=True)
-def _repo_root_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)
-
-
-def at(fn: Any) -> str:
-    """``tests/flows_for_messages.py:N`` where N is the line of ``fn``'s ``def``."""
-    fn = getattr(fn, "fn", fn)
-    lines, start = inspect.getsourcelines(fn)
-    for offset, text in enumerate(lines):
-        if text.lstrip().startswith(("def ", "async def ")):
-            return f"{PATH}:{start + offset}"
-    raise AssertionError(f"no def line for {fn!r}")
-
-
-def graph_error(*parts: Any) -> str:
-    with pytest.raises(GraphError) as info:
-        graph(*parts)
-    return str(info.value)
+pytestmark = pytest.mark.usefixtures("repo_root_cwd")
 
 
 def mock_clock() -> trio.testing.MockClock:
@@ -132,11 +109,11 @@ def test_sync_step_called_instead_of_referenced() -> None:
     def use_table(table: Annotated[dict[str, int], load_table()]) -> int:
         return len(table)
 
-    here = inspect.getsourcelines(use_table.fn)[1] + 1
+    here = at(use_table)
     assert graph_error(use_table) == (
         "1 problem in graph(use_table)\n"
         "\n"
-        f"  tests/test_messages.py:{here} in def use_table(table)\n"
+        f"  {here} in def use_table(table)\n"
         "    the metadata of parameter 'table' is a dict, not a step.\n"
         "    Probably you wrote:\n"
         "        table: Annotated[dict[str, int], the_step()]    # incorrect!\n"
@@ -414,10 +391,10 @@ def test_run_failed_message_without_siblings() -> None:
 
     with pytest.raises(RunFailed) as info:
         run(graph(lone_failure))
-    here = inspect.getsourcelines(lone_failure.fn)[1] + 1
+    here = at(lone_failure)
     assert str(info.value) == (
         "step 'lone_failure' failed on attempt 1: ValueError: boom\n"
-        f"  step defined at tests/test_messages.py:{here}"
+        f"  step defined at {here}"
     )
 
 
@@ -520,10 +497,10 @@ def test_failing_when_predicate_names_the_predicate() -> None:
 
     with pytest.raises(RunFailed) as info:
         run(graph(guarded))
-    line = inspect.getsourcelines(guarded.fn)[1] + 1
+    line = at(guarded)
     assert str(info.value) == (
         "step 'guarded' failed in its when= predicate: KeyError: 'valid'\n"
-        f"  step defined at tests/test_messages.py:{line}"
+        f"  step defined at {line}"
     )
 
 
@@ -540,11 +517,11 @@ def test_a_contestant_waiting_for_a_fellow_contestant() -> None:
 
     with pytest.raises(GraphError) as info:
         graph(race(primary, fallback, name="source"))
-    line = inspect.getsourcelines(fallback.fn)[1] + 1
+    line = at(fallback)
     assert str(info.value) == (
         "1 problem in graph(source)\n"
         "\n"
-        f"  tests/test_messages.py:{line} in def fallback(seen)\n"
+        f"  {line} in def fallback(seen)\n"
         "    contestant 'fallback' of race 'source' waits for 'primary', which runs in the "
         "same race.\n"
         "    Contestants run side by side and the losers are cancelled, so one cannot wait "

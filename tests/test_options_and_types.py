@@ -16,41 +16,20 @@ from collections.abc import (
     Sequence,
     Set,
 )
-from pathlib import Path
 from typing import Annotated, Any, Generic, Optional, TypeVar
 
 import pytest
+from messages_help import at, graph_error, repo_root_cwd  # noqa: F401 (a fixture)
 
-from flowfn import Backoff, GraphError, Outcome, Step, Value, each, graph, run, step
+from flowfn import Backoff, Outcome, Step, Value, each, graph, run, step
 from flowfn._step import BackoffError, backoff_delay
 from flowfn._types import compatible
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("repo_root_cwd")
 PATH = "tests/test_options_and_types.py"
 T = TypeVar("T")
 K = TypeVar("K")
 V = TypeVar("V")
-
-
-@pytest.fixture(autouse=True)
-def _repo_root_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)
-
-
-def at(fn: Any) -> str:
-    """``tests/test_options_and_types.py:N``, N the line of ``fn``'s ``def``."""
-    fn = inspect.unwrap(getattr(fn, "fn", fn))
-    lines, start = inspect.getsourcelines(fn)
-    for offset, text in enumerate(lines):
-        if text.lstrip().startswith(("def ", "async def ")):
-            return f"{PATH}:{start + offset}"
-    raise AssertionError(f"no def line for {fn!r}")
-
-
-def graph_error(*parts: Any) -> str:
-    with pytest.raises(GraphError) as info:
-        graph(*parts)
-    return str(info.value)
 
 
 # --- compatible(): generic origins and arguments ------------------------------------------
@@ -506,7 +485,7 @@ def option_error(exc_type: type[Exception], **options: Any) -> str:
     return str(info.value)
 
 
-HERE = f"step 'call_api' ({PATH}:{inspect.getsourcelines(call_api)[1]})"
+HERE = f"step 'call_api' ({at(call_api)})"
 
 
 def test_negative_backoff() -> None:
