@@ -49,15 +49,16 @@ class Span:
     # Slots keep a span small (a run creates one per step up front, and small objects
     # are what keeps a 10,000-step run in the CPU cache); ``__dict__`` is only created
     # when a step sets a custom attribute on its span.
-    __slots__ = ("__dict__", "_log", "abandoned", "attempt_started", "attempts", "children",
-                 "ended", "error", "input", "name", "output", "path", "reason", "started",
-                 "status", "winner")
+    __slots__ = ("__dict__", "_log", "abandoned", "attempt_started", "attempts", "cancel",
+                 "children", "ended", "error", "input", "name", "output", "path", "reason",
+                 "started", "status", "winner")
 
     def __init__(self, name: str, path: str) -> None:
         self.name = name
         self.path = path  # "branch1/shout" inside sub-workflows
         self.status: SpanStatus = "pending"
         self.reason: str | None = None
+        self.cancel: Any = None  # why it was cancelled, as data (a _state.CancelReason)
         self.input: Mapping[str, Any] = _NO_INPUT
         self.output: Any = None
         self.error: BaseException | None = None

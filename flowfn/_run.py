@@ -10,11 +10,12 @@ from typing import Any
 import trio
 
 from ._errors import GraphError, Problem, RunFailed, def_line, did_you_mean, exc_line
+from ._executors import Executors
 from ._graph import Graph, graph
 from ._inputs import structure_inputs
-from ._patterns import SubflowSpec
 from ._result import Event, RunResult, RunStatus, Span
-from ._scheduler import IN_PREDICATE, Runner, Shared, UnhandledFailure
+from ._scheduler import Runner
+from ._state import IN_PREDICATE, CancelReason, Shared, UnhandledFailure
 from ._step import Step
 
 
@@ -55,13 +56,19 @@ async def arun(
             "number >= 1, or None for no cap."
         )
     values = structure_inputs(g.name, g.inputs, inputs or {}, context=context)
+    executors = Executors()
     shared = Shared(
         {name: trio.CapacityLimiter(cap) for name, cap in (limits or {}).items()},
         trio.CapacityLimiter(max_concurrency) if max_concurrency else None,
         on_event,
+        executors,
     )
     runner = Runner(g, values, shared, overrides=checked)
-    await runner.execute(timeout)
+    try:
+        await runner.execute(timeout)
+    finally:
+        with trio.CancelScope(shield=True):
+            await executors.aclose()
     timed_out = runner.timed_out
     if runner.stop_reason is not None:
         runner.finish(runner.stop_reason)
@@ -151,8 +158,8 @@ def _overridable(graph: Graph, prefix: str = "") -> list[str]:
     names: list[str] = []
     for n in graph.nodes:
         names.append(prefix + n.name)
-        spec = n.step.container
-        if isinstance(spec, SubflowSpec):
+        spec: Any = n.step.container
+        if n.kind == "subflow":
             names.extend(_overridable(spec.graph, prefix + n.name + "/"))
     return names
 
@@ -174,8 +181,8 @@ def check_limits(graph: Graph, limits: Mapping[str, int], context: str) -> None:
                     f"Pass it to the run: limits={{{lim!r}: 5}}"
                     + (f" (defined: {', '.join(sorted(limits))})." if limits else "."),
                 )))
-            spec = n.step.container
-            if isinstance(spec, SubflowSpec):
+            spec: Any = n.step.container
+            if n.kind == "subflow":
                 visit(spec.graph, prefix + n.name + "/")
 
     visit(graph, "")
@@ -188,7 +195,8 @@ def check_limits(graph: Graph, limits: Mapping[str, int], context: str) -> None:
         raise GraphError(context, problems)
 
 
-def failure_message(failure: UnhandledFailure, spans: Mapping[str, Span], stop: str) -> str:
+def failure_message(failure: UnhandledFailure, spans: Mapping[str, Span],
+                    stop: CancelReason) -> str:
     exc = failure.exc
     where = f" {failure.where}" if failure.where else ""
     if failure.attempts > 1:
@@ -201,20 +209,16 @@ def failure_message(failure: UnhandledFailure, spans: Mapping[str, Span], stop: 
     return head + cancelled_summary(spans, stop)
 
 
-def cancelled_summary(spans: Mapping[str, Span], stop: str) -> str:
+def cancelled_summary(spans: Mapping[str, Span], stop: CancelReason) -> str:
     """Which steps the run's stop (``stop``: the reason it gave them) cancelled; not, for
     instance, the losers of a race that was over before."""
     running: list[str] = []
     never: list[str] = []
-    never_stop = f"never started: {stop}"
 
     def visit(d: Mapping[str, Span]) -> None:
         for s in d.values():
-            if s.status == "cancelled" and "[" not in s.name:
-                if s.reason == stop:
-                    running.append(s.path)
-                elif s.reason == never_stop:
-                    never.append(s.path)
+            if s.status == "cancelled" and "[" not in s.name and s.cancel == stop:
+                (never if s.started is None else running).append(s.path)
             visit(s.children)
 
     visit(spans)

@@ -1,0 +1,419 @@
+"""What running a node means, one class per kind of step: function, map, race, subflow.
+
+The scheduler calls every kind through the same two methods: ``run`` (the node's inputs
+are gathered and its ``when=`` passed; produce its result) and ``release`` (the node
+settled; give its members their results). It picks the kind with :func:`kind_of` and
+knows none of them by name. A new kind (a human ``ask``) is a class here and a line in
+``kind_of``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._attempt import attempts, caller, thunk
+from ._errors import MapLengthError
+from ._inputs import structure_inputs
+from ._result import Span, current_span_var
+from ._state import (
+    CancelReason,
+    Failed,
+    Held,
+    RunState,
+    Skip,
+    Skipped,
+    is_output,
+)
+from ._step import MISSING
+
+if TYPE_CHECKING:
+    from ._graph import Node
+
+checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+SendItem = Callable[[int, dict[str, Any]], None]
+Source = Callable[[SendItem], Awaitable["int | Skip"]]
+
+
+class Kind:
+    """A kind of step. ``run`` returns the node's result as data (not yet settled)."""
+
+    container = False  # runs other steps inside its span (no executor, no slot)
+
+    async def run(self, run: RunState, node: Node, span: Span, kwargs: dict[str, Any],
+                  fn: Callable[..., Any], held: Held) -> Any:
+        raise NotImplementedError
+
+    def release(self, run: RunState, node: Node) -> None:
+        """The node settled: settle what runs inside it (nothing, for most kinds)."""
+
+
+class FunctionKind(Kind):
+    """A plain step: its function, once per attempt, through its executor."""
+
+    async def run(self, run: RunState, node: Node, span: Span, kwargs: dict[str, Any],
+                  fn: Callable[..., Any], held: Held) -> Any:
+        return await attempts(run, node, span, caller(run, node, span, fn, kwargs), held)
+
+
+def holding(node: Node, held: Held) -> Held:
+    """The limits held inside a container: with ``limit=`` it holds one slot of that
+    limit, which its members naming the same limit take turns on."""
+    limit = node.step.limit
+    return {**held, limit: trio.CapacityLimiter(1)} if limit else held
+
+
+# --- maps ---------------------------------------------------------------------------------
+
+
+class MapKind(Kind):
+    """``each()`` parameters: one item per element (zipped), run concurrently."""
+
+    async def run(self, run: RunState, node: Node, span: Span, kwargs: dict[str, Any],
+                  fn: Callable[..., Any], held: Held) -> Any:
+        mapped = [b.param for b in node.bindings if b.each]
+        try:
+            columns = [list(kwargs[p]) for p in mapped]
+        except TypeError as exc:
+            return Failed(exc)
+        lengths = {p: len(c) for p, c in zip(mapped, columns, strict=True)}
+        if len(set(lengths.values())) > 1:
+            detail = ", ".join(f"{p}: {n} items" for p, n in lengths.items())
+            return Failed(MapLengthError(
+                f"step {span.path!r} maps over lists of different lengths ({detail}); "
+                "each() parameters are zipped item by item, so their lists must be equally long."
+            ))
+
+        async def source(send_item: SendItem) -> int:
+            if len(mapped) == 1:  # the usual case, without a zip per item
+                param = mapped[0]
+                for i, value in enumerate(columns[0]):
+                    kw = kwargs.copy()
+                    kw[param] = value
+                    send_item(i, kw)
+            else:
+                for i, row in enumerate(zip(*columns, strict=True)):
+                    kw = kwargs.copy()
+                    kw.update(zip(mapped, row, strict=True))
+                    send_item(i, kw)
+            return len(columns[0])
+
+        return await Items(run, node, span, fn, held, in_order=True).run(source)
+
+
+class StreamMapKind(Kind):
+    """A map fed item by item by an upstream map (a pipeline)."""
+
+    async def run(self, run: RunState, node: Node, span: Span, kwargs: dict[str, Any],
+                  fn: Callable[..., Any], held: Held) -> Any:
+        up = node.stream_from
+        assert up is not None
+        param = next(b.param for b in node.bindings if b.each)
+        recv = run.stream_recv[node.index]
+
+        def with_item(value: Any) -> dict[str, Any]:
+            kw = kwargs.copy()
+            kw[param] = value
+            return kw
+
+        async def source(send_item: SendItem) -> int | Skip:
+            count: int | None = None
+            async for msg in recv:
+                if msg[0] == "count":
+                    count = msg[1]
+                else:
+                    send_item(msg[1], with_item(msg[2]))
+            res = run.results[up.index]
+            if not is_output(res):
+                why = "failed" if type(res) is Failed else "was skipped"
+                return Skip(f"upstream {up.name!r} {why}")
+            if count is None:  # the upstream produced its list at once (e.g. an override)
+                count = len(res)
+                for i, value in enumerate(res):
+                    send_item(i, with_item(value))
+            return count
+
+        return await Items(run, node, span, fn, held, in_order=False).run(source)
+
+
+class Items:
+    """The items of one map run: started as they become known, results in input order.
+
+    ``in_order``: the source sends items by index, so the child spans need no sort.
+    """
+
+    def __init__(self, run: RunState, node: Node, span: Span, fn: Callable[..., Any],
+                 held: Held, *, in_order: bool) -> None:
+        self.run_state, self.node, self.span, self.fn, self.held = run, node, span, fn, held
+        self.in_order = in_order
+        self.children: dict[str, Span] = {}
+        self.results: dict[int, Any] = {}
+        self.first_error: tuple[int, BaseException] | None = None
+        self.stopped: CancelReason | None = None  # why the items still running are cancelled
+        self.outlets = [run.streams[(node.index, d.index)] for d in node.streams_to]
+        self.simple = node.simple and run.shared.global_limiter is None and fn is node.step.fn
+        self.inner: trio.Nursery
+
+    def begin(self) -> None:
+        span = self.span
+        if span.started is None:
+            span.status = "running"
+            span.started = self.run_state.now()
+            self.run_state.emit("started", span)
+
+    async def run(self, source: Source) -> Any:
+        run, node, span = self.run_state, self.node, self.span
+        if self.in_order:
+            self.begin()
+        # else: a map fed item by item starts with its first item (or its end)
+        span.children = self.children
+        run.collected_items.pop(node.index, None)  # a retried container runs it afresh
+        count: int | Skip | None = None
+        async with trio.open_nursery() as inner:
+            self.inner = inner
+            count = await source(self.start)  # a failed item cancels this (count stays None)
+            if isinstance(count, Skip):
+                self.stopped = CancelReason("skip", detail=count.reason)
+                inner.cancel_scope.cancel()
+            else:
+                self.begin()
+                for out in self.outlets:
+                    out.send_nowait(("count", count))
+        for out in self.outlets:
+            out.close()
+        return self.result(count)
+
+    def start(self, i: int, kw: dict[str, Any]) -> None:
+        if not self.in_order:
+            self.begin()
+        name, path = self.span.name, self.span.path
+        label = f"{name}[{i}]"
+        ispan = Span(label, label if path is name else f"{path}[{i}]")
+        self.children[label] = ispan
+        self.inner.start_soon(self.item, i, kw, ispan, name=ispan.path)
+
+    async def item(self, i: int, kw: dict[str, Any], ispan: Span) -> None:
+        run, node, fn = self.run_state, self.node, self.fn
+        current_span_var.set(ispan)
+        ispan.input = kw
+        try:
+            await checkpoint_if_cancelled()  # the map was stopped: don't start
+            if self.simple:  # attempt.single, written out: one coroutine less per item
+                run.start(ispan)
+                try:
+                    res = await fn(**kw)
+                except Exception as exc:
+                    res = Failed(exc)
+            else:
+                res = await attempts(run, node, ispan, caller(run, node, ispan, fn, kw),
+                                     self.held)
+        except BaseException:
+            if self.stopped is not None and ispan.reason is None:
+                ispan.cancel = self.stopped
+                ispan.reason = (str(self.stopped) if ispan.started is not None
+                                else f"never started: {self.stopped}")
+            run.cancelled(ispan, run.why_cancelled(node))
+            raise
+        run.settle(ispan, res)
+        self.results[i] = res
+        if type(res) is not Failed:
+            for out in self.outlets:
+                out.send_nowait(("item", i, res))
+        elif self.first_error is None:
+            self.first_error = (i, res.error)
+            if not node.collect_items:
+                self.stopped = CancelReason("item", detail=str(i))
+                self.inner.cancel_scope.cancel()
+
+    def result(self, count: int | Skip | None) -> Any:
+        run, node, span = self.run_state, self.node, self.span
+        if not self.in_order:
+            span.children = dict(sorted(self.children.items(),
+                                        key=lambda kv: _item_index(kv[0])))
+        span.ended = run.now()
+        if self.first_error is not None:
+            i, exc = self.first_error
+            if node.collect_items and isinstance(count, int):
+                run.collected_items[node.index] = [self.results[k] for k in range(count)]
+            span.reason = f"item [{i}] failed"
+            span.attempts = self.children[f"{span.name}[{i}]"].attempts
+            return Failed(exc, f"in item [{i}]")
+        if isinstance(count, Skip):
+            return count
+        assert count is not None
+        span.attempts = 1
+        return [self.results[k] for k in range(count)]
+
+
+def _item_index(name: str) -> int:
+    return int(name.rpartition("[")[2].rstrip("]"))
+
+
+# --- containers -------------------------------------------------------------------------
+
+
+class RaceKind(Kind):
+    """First successful contestant wins; the others are cancelled before it returns.
+
+    The contestants' results are kept (``contests``) and given to them only when the race
+    settles (``release``): a retried race runs them again.
+    """
+
+    container = True
+
+    def __init__(self) -> None:
+        self.contests: dict[tuple[int, int], dict[Node, Any]] = {}
+        self.released: set[tuple[int, int]] = set()
+
+    async def run(self, run: RunState, node: Node, span: Span, kwargs: dict[str, Any],
+                  fn: Callable[..., Any], held: Held) -> Any:
+        inside = holding(node, held)
+        try:
+            return await attempts(run, node, span,
+                                  thunk(lambda: self._race(run, node, span, inside)),
+                                  held, container=True)
+        except Skipped as skipped:
+            return Skip(str(skipped))
+
+    async def _race(self, run: RunState, node: Node, span: Span, held: Held) -> Any:
+        if span.attempts > 1:  # a retry: the contestants start afresh
+            _renew_spans(run, node.members)
+        got: dict[Node, Any] = {}
+        self.contests[(id(run), node.index)] = got
+        errors: list[Exception] = []
+
+        async def contest(m: Node) -> None:
+            mspan = run.span_list[m.index]
+            current_span_var.set(mspan)
+            try:
+                await checkpoint_if_cancelled()  # the race is over: don't start
+                res = run.settle(mspan, await run.body(m, mspan, held))
+            except BaseException:
+                run.cancelled(mspan, run.why_cancelled(node))  # (an inner race's contestants
+                raise                                          # settle with this race)
+            got[m] = res
+            if span.winner is not None and is_output(res) and mspan.reason is not None:
+                mspan.reason += "; it finished before the cancellation reached it"
+            if type(res) is Failed:
+                if isinstance(res.error, Exception):
+                    errors.append(res.error)
+            elif type(res) is not Skip and span.winner is None:
+                span.winner = m.name
+                for other in node.members:
+                    ospan = run.span_list[other.index]
+                    if other is not m and ospan.status in ("pending", "running"):
+                        ospan.reason = f"lost the race {node.name!r} to {m.name!r}"
+                inner.cancel_scope.cancel()
+
+        span.winner = None
+        async with trio.open_nursery() as inner:
+            for m in node.members:
+                inner.start_soon(contest, m, name=m.name)
+        if span.winner is not None:
+            return got[run.graph.by_name[span.winner]]
+        if errors:
+            raise ExceptionGroup(
+                f"all {len(node.members)} contestants of race {node.name!r} failed", errors)
+        raise Skipped(f"every contestant of race {node.name!r} was skipped")
+
+    def release(self, run: RunState, node: Node) -> None:
+        """Give each contestant its final result and wake what waits for it.
+
+        Called once, however the race ended: won, failed, skipped, overridden or
+        cancelled (then the run or an enclosing race is stopping it).
+        """
+        key = (id(run), node.index)
+        if key in self.released:
+            return
+        self.released.add(key)
+        got = self.contests.pop(key, {})
+        rspan = run.span_list[node.index]
+        for m in node.members:
+            res = got.get(m, MISSING)
+            if res is MISSING:
+                mspan = run.span_list[m.index]
+                if mspan.status == "pending" and not run.stopping:  # never started by it
+                    why = f" ({rspan.reason})" if rspan.reason else ""
+                    res = run.settle(mspan, Skip(f"race {node.name!r} did not run it{why}"))
+                else:  # cancelled (or, if the run is stopping, left for finish())
+                    res = Skip(mspan.reason or "it was cancelled")
+                    run.clean = False
+            elif type(res) is Failed:
+                run.record_failure(m, res)
+            run.results[m.index] = res
+        for m in node.members:
+            run.release(m, run.results[m.index], member=True)
+
+
+def _renew_spans(run: RunState, nodes: tuple[Node, ...]) -> None:
+    for m in nodes:
+        old = run.span_list[m.index]
+        run.span_list[m.index] = run.spans[m.name] = Span(old.name, old.path)
+        if m.members:
+            _renew_spans(run, m.members)
+
+
+class SubflowKind(Kind):
+    """A whole graph run as one step, in a child run that shares this run's limits."""
+
+    container = True
+
+    async def run(self, run: RunState, node: Node, span: Span, kwargs: dict[str, Any],
+                  fn: Callable[..., Any], held: Held) -> Any:
+        inside = holding(node, held)
+        try:
+            return await attempts(
+                run, node, span, thunk(lambda: self._subflow(run, node, span, kwargs, inside)),
+                held, container=True)
+        except Skipped as skipped:
+            return Skip(str(skipped))
+
+    async def _subflow(self, run: RunState, node: Node, span: Span,
+                       kwargs: dict[str, Any], held: Held) -> Any:
+        spec: Any = node.step.container
+        sub = spec.graph
+        given = {**spec.fixed, **kwargs}
+        values = structure_inputs(sub.name, sub.inputs, given,
+                                  context=f"subflow {span.path!r}")
+        prefix = span.path + "/"
+        failures = run.shared.failures
+        for key in [k for k in failures if k.startswith(prefix)]:
+            del failures[key]  # a retry starts afresh: only the last attempt's failures
+        children: dict[str, Span] = {}
+        span.children = children
+        child = run.child(node, sub, values, children, held)
+        try:
+            await child.execute()
+        except BaseException:
+            child.finish(child.why_stopped())
+            raise
+        if child.stop_reason is not None:
+            child.finish(child.stop_reason)
+        if child.failure is not None:
+            run.subflow_failures[node.index] = child.failure
+            raise child.failure.exc
+        targets = sub.targets
+        if len(targets) == 1:
+            res = child.results[targets[0].index]
+            if type(res) is Skip:
+                raise Skipped(f"its output step {span.path + '/' + targets[0].name!r} was "
+                              f"skipped ({res.reason})")
+        return child.output()
+
+
+_FUNCTION, _MAP, _STREAM, _SUBFLOW = FunctionKind(), MapKind(), StreamMapKind(), SubflowKind()
+
+
+def kind_of(node: Node, races: RaceKind) -> Kind:
+    """The runtime of a node (``races``: the run's race bookkeeping)."""
+    if node.kind == "race":
+        return races
+    if node.kind == "subflow":
+        return _SUBFLOW
+    if node.stream_from is not None:
+        return _STREAM
+    if node.mapped:
+        return _MAP
+    return _FUNCTION
