@@ -21,6 +21,7 @@ runs.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,6 +67,7 @@ class Runner(RunState):
         # Plain steps skip ``body`` unless something run-wide changes how steps are called.
         self.fast = not self.overrides and shared.global_limiter is None
         self.pending = list(graph.dep_counts)
+        self.quiet = _quiet(graph)
         self.nodes, self.names = graph.nodes, graph.names
         self.settled = settled or {}
         # Failures that Outcome parameters may still consume, by node index: [the failure,
@@ -157,40 +159,51 @@ class Runner(RunState):
 
     # --- one node --------------------------------------------------------------------
 
-    async def _run_node(self, node: Node) -> None:
-        if self.stopping or (self.timeout is not None and self.nursery.cancel_scope.cancel_called):
-            return  # the run is stopping (failure or deadline): never start anything new
-        span = self.span_list[node.index]
-        current_span_var.set(span)
+    async def _run_node(self, node: Node | None) -> None:
+        """Run ``node``; then, in the same task, one dependent it made ready (the others
+        are spawned): a chain of steps costs one trio task, not one per step."""
+        while node is not None:
+            if self.stopping or (self.timeout is not None
+                                 and self.nursery.cancel_scope.cancel_called):
+                return  # the run is stopping (failure or deadline): never start anything new
+            span = self.span_list[node.index]
+            current_span_var.set(span)
+            try:
+                await checkpoint_if_cancelled()  # an outer cancel: don't start
+                if node.plain and self.fast:
+                    result = await self._plain(node, span)
+                else:
+                    result = await self.body(node, span, self.held)
+            except BaseException:  # Cancelled, or a group of them from a container's nursery
+                self.cancelled(span, self.why_cancelled(node.owner))
+                raise
+            self.settle(span, result)
+            node = self._release_carry(node, result)
+
+    async def _plain(self, node: Node, span: Span) -> Any:
+        """An async step with no options: the hot path (``body``, ``_attempt.single`` and
+        ``start`` written out) because it is most of what a large run does."""
+        args = node.args
+        kwargs: dict[str, Any] | Skip
+        if args is not None and self.clean:
+            results = self.results
+            kwargs = {}
+            for param, i in args:
+                kwargs[param] = results[i]
+        else:
+            kwargs = self._gather(node, node.bindings)
+            if isinstance(kwargs, Skip):
+                return kwargs
+        span.input = kwargs
+        span.attempts = 1
+        span.started = self.now()
+        span.status = "running"
+        if self.emits:
+            self.emit("started", span)
         try:
-            await checkpoint_if_cancelled()  # an outer cancel: don't start
-            if node.plain and self.fast:
-                # An async step with no options: the hot path (``_attempt.single`` and
-                # ``body`` written out) because it is most of what a large run does.
-                args = node.args
-                kwargs: dict[str, Any] | Skip
-                if args is not None and self.clean:
-                    results = self.results
-                    kwargs = values = {}
-                    for param, i in args:
-                        values[param] = results[i]
-                else:
-                    kwargs = self._gather(node, node.bindings)
-                if isinstance(kwargs, Skip):
-                    result: Any = kwargs
-                else:
-                    span.input = kwargs
-                    self.start(span)
-                    try:
-                        result = await node.step.fn(**kwargs)
-                    except Exception as exc:
-                        result = Failed(exc)
-            else:
-                result = await self.body(node, span, self.held)
-        except BaseException:  # Cancelled, or a group of them from a container's nursery
-            self.cancelled(span, self.why_cancelled(node.owner))
-            raise
-        self.settle(span, result, node)
+            return await node.step.fn(**kwargs)
+        except Exception as exc:
+            return Failed(exc)
 
     async def body(self, node: Node, span: Span, held: Held) -> Any:
         """Skip the node, or produce its result (``held``: the limits whose slot an
@@ -274,8 +287,39 @@ class Runner(RunState):
 
     # --- after the settle point: failure policy and waking --------------------------
 
+    def _release_carry(self, node: Node, result: Any) -> Node | None:
+        """``release``, except that one newly ready dependent is returned to run in the
+        calling task instead of being spawned."""
+        i = node.index
+        if not self.quiet[i] or type(result) is Failed:
+            self.release(node, result)
+            return None
+        self.results[i] = result
+        if self.stopping:
+            return None
+        pending = self.pending
+        start, run_node = self.nursery.start_soon, self._run_node
+        carry: Node | None = None
+        for j in node.wakes:
+            pending[j] -= 1
+            if pending[j] == 0:
+                if carry is not None:
+                    start(run_node, carry, name=carry.name)
+                carry = self.nodes[j]
+        return carry
+
     def release(self, node: Node, result: Any, *, member: bool = False) -> None:
-        self.results[node.index] = result
+        i = node.index
+        self.results[i] = result
+        if self.quiet[i] and type(result) is not Failed:  # most nodes: just wake
+            if not self.stopping:
+                pending = self.pending
+                start, run_node = self.nursery.start_soon, self._run_node
+                for j in node.wakes:
+                    pending[j] -= 1
+                    if pending[j] == 0:
+                        start(run_node, self.nodes[j], name=self.names[j])
+            return
         for d in node.streams_to:  # item-by-item consumers: no more items will come
             self.streams[(node.index, d.index)].close()
         if type(result) is Failed and not member:
@@ -345,6 +389,19 @@ def _argument(run: Runner, b: Binding, up: Node, res: Any, handed: list[int]) ->
             return Skip(f"upstream {up.name!r} was skipped ({res.reason})")
         return None
     return outcome.Value(res) if mode is Mode.OUTCOME else res
+
+
+_QUIET: weakref.WeakKeyDictionary[Graph, list[bool]] = weakref.WeakKeyDictionary()
+
+
+def _quiet(graph: Graph) -> list[bool]:
+    """By node index: settling the node only wakes dependents (no item streams to close,
+    no contestants to settle, no Outcome bookkeeping). Computed once per graph."""
+    quiet = _QUIET.get(graph)
+    if quiet is None:
+        quiet = _QUIET[graph] = [not (n.streams_to or n.members or n.outcome_sources)
+                                 for n in graph.nodes]
+    return quiet
 
 
 def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

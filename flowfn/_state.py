@@ -266,22 +266,23 @@ class RunState:
         """Record ``result`` on ``span``, emit its event, tell the hooks; for a ``node``
         of this run, release it (failure policy, dependents). Returns ``result``."""
         kind = type(result)
-        if kind is Failed:
-            self._failed(span, result.error)
-        elif kind is Skip:
-            self._skipped(span, result.reason)
-        elif kind is Waiting:
-            span.status = "waiting"
-            self.clean = False
-            self.emit("waiting", span)
-        else:
+        if kind is not Failed and kind is not Skip and kind is not Waiting:
             span.status = "succeeded"
             span.output = result
             span.ended = self.now()
             if self.emits:
                 self.emit("finished", span)
-        for hook in self.hooks:
-            hook(span, result)
+        elif kind is Failed:
+            self._failed(span, result.error)
+        elif kind is Skip:
+            self._skipped(span, result.reason)
+        else:
+            span.status = "waiting"
+            self.clean = False
+            self.emit("waiting", span)
+        if self.hooks:
+            for hook in self.hooks:
+                hook(span, result)
         if node is not None:
             self.release(node, result)
         return result
