@@ -11,18 +11,16 @@ any outer cancellation by the scope itself, never by a string.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from ._errors import StepTimeout
 from ._executors import Call
+from ._graph import Node
 from ._result import Attempt, Span
 from ._state import Failed, Held, RunState
 from ._step import MISSING, BackoffError, BackoffLike, backoff_delay
-
-if TYPE_CHECKING:
-    from ._graph import Node
 
 Thunk = Callable[[], Awaitable[Any]]
 #: Builds one attempt's call from the attempt's own deadline scope (None: no timeout=).

@@ -10,12 +10,13 @@ knows none of them by name. A new kind (a human ``ask``) is a class here and a l
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from ._attempt import attempts, caller, thunk
 from ._errors import MapLengthError
+from ._graph import Node
 from ._inputs import structure_inputs
 from ._result import Span, current_span_var
 from ._state import (
@@ -28,9 +29,6 @@ from ._state import (
     is_output,
 )
 from ._step import MISSING
-
-if TYPE_CHECKING:
-    from ._graph import Node
 
 checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 SendItem = Callable[[int, dict[str, Any]], None]

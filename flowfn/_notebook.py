@@ -41,6 +41,7 @@ import trio
 from ._errors import relpath, with_article
 from ._executors import real_work
 from ._patterns import _adopt, _caller_location, _kill_process_group, _with_signature
+from ._result import current_span_var
 from ._step import Step
 
 if TYPE_CHECKING:
@@ -173,7 +174,6 @@ def _output_path(src: Path, output_dir: Path | None, step_path: str) -> Path:
 
 
 def _current_path(default: str) -> str:
-    from ._result import current_span_var
 
     span = current_span_var.get(None)
     return span.path if span is not None else default

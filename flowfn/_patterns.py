@@ -19,8 +19,10 @@ from typing import Annotated, Any
 
 import trio
 
+from ._errors import relpath
 from ._executors import real_work
 from ._graph import Graph
+from ._graph import graph as make_graph
 from ._inputs import structure_inputs
 from ._step import Step
 from ._types import EMPTY
@@ -35,8 +37,6 @@ def _adopt(fn: Any, depth: int = 2) -> None:
 
 
 def _caller_location(depth: int = 2) -> str:
-    from ._errors import relpath
-
     frame = sys._getframe(depth)
     return f"{relpath(frame.f_code.co_filename)}:{frame.f_lineno}"
 
@@ -119,8 +119,6 @@ def subflow(flow: Graph | AnyStep, *, name: str, inputs: Mapping[str, Any] | Non
     output is wired in) or a fixed value — and otherwise from the parent graph's input of
     the same name. Use the same graph in several subflows for independent branches.
     """
-    from ._graph import graph as make_graph
-
     sub = flow if isinstance(flow, Graph) else make_graph(flow)
     given = dict(inputs or {})
     unknown = sorted(set(given) - set(sub.inputs))
@@ -148,9 +146,10 @@ def subflow(flow: Graph | AnyStep, *, name: str, inputs: Mapping[str, Any] | Non
                                         annotation=tp, default=default))
 
     async def run_subflow(**kwargs: Any) -> Any:
-        from ._run import arun
-
-        return (await arun(sub, {**fixed, **kwargs})).output
+        raise TypeError(
+            f"subflow {name!r} runs inside run(); it cannot be called directly. "
+            f"To run its graph on its own: run(graph({sub.name}), inputs)."
+        )
 
     # Fixed values are checked (and converted) now, not when the subflow runs: a bad one
     # is a mistake in the flow's definition, reported before anything starts.

@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from ._errors import GraphError, Problem, RunFailed, def_line, did_you_mean, exc_line
-from ._executors import Executors
+from ._executors import Executor, Executors
 from ._graph import Graph, graph
 from ._inputs import structure_inputs
 from ._result import Event, RunResult, RunStatus, Span
@@ -37,6 +37,7 @@ async def arun(
     overrides: Mapping[Any, Any] | None = None,
     on_event: Callable[[Event], object] | None = None,
     run_id: str | None = None,
+    executor: str | Executor | None = None,
 ) -> RunResult:
     """Run ``flow`` inside the current trio program. See :func:`run`."""
     g = _as_graph(flow)
@@ -56,7 +57,7 @@ async def arun(
             "number >= 1, or None for no cap."
         )
     values = structure_inputs(g.name, g.inputs, inputs or {}, context=context)
-    executors = Executors()
+    executors = Executors(executor)
     shared = Shared(
         {name: trio.CapacityLimiter(cap) for name, cap in (limits or {}).items()},
         trio.CapacityLimiter(max_concurrency) if max_concurrency else None,
@@ -103,6 +104,7 @@ def run(
     overrides: Mapping[Any, Any] | None = None,
     on_event: Callable[[Event], object] | None = None,
     run_id: str | None = None,
+    executor: str | Executor | None = None,
     clock: trio.abc.Clock | None = None,
 ) -> RunResult:
     """Run ``flow`` to completion and return its :class:`RunResult`.
@@ -120,12 +122,15 @@ def run(
         with a value, a function, or an exception instance to raise.
       on_event: called with every :class:`Event` (started, finished, failed, ...).
       run_id: your own id for the run (default: a random one).
+      executor: where sync steps run unless their ``@step(executor=...)`` says otherwise:
+        ``"thread"`` (the default), ``"inline"``, ``"process"``, or an executor object.
       clock: a trio clock, e.g. ``trio.testing.MockClock`` for virtual time.
     """
     return trio.run(
         functools.partial(
             arun, flow, inputs, max_concurrency=max_concurrency, limits=limits,
             timeout=timeout, overrides=overrides, on_event=on_event, run_id=run_id,
+            executor=executor,
         ),
         clock=clock,
     )

@@ -25,7 +25,6 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-import outcome
 import trio
 
 from ._attempt import attempts, caller, constant, raises
@@ -43,11 +42,10 @@ from ._state import (
     RunState,
     Shared,
     Skip,
-    as_outcome,
+    argument,
     is_output,
 )
 from ._step import MISSING
-from ._wiring import Mode
 
 checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 
@@ -253,7 +251,7 @@ class Runner(RunState):
             if b.each and up is node.stream_from:
                 continue  # items arrive one by one
             res = results[up.index]
-            got = _argument(self, b, up, res, handed)
+            got = argument(b, up, res, handed, self.collected_items)
             if type(got) is Skip:
                 return got
             kwargs[b.param] = got
@@ -361,34 +359,6 @@ class Runner(RunState):
                 if entry[1] == 0:
                     del self.unconsumed[up.index]
                     self.fail(entry[0])
-
-
-def _argument(run: Runner, b: Binding, up: Node, res: Any, handed: list[int]) -> Any:
-    """One parameter's value from an upstream's result, by the parameter's mode; a
-    ``Skip`` when the step cannot run with it."""
-    kind = type(res)
-    mode = b.mode
-    if mode is Mode.OUTCOME_LIST:
-        items = run.collected_items.get(up.index)
-        if items is not None:
-            handed.append(up.index)
-            return [as_outcome(r) for r in items]
-        if kind is Skip:
-            return Skip(f"upstream {up.name!r} was skipped")
-        if kind is Failed:
-            handed.append(up.index)
-            return [as_outcome(res)]
-        return [outcome.Value(v) for v in res]
-    if kind is Failed:
-        if mode is not Mode.OUTCOME:
-            return Skip(f"upstream {up.name!r} failed")
-        handed.append(up.index)
-        return outcome.Error(res.error)
-    if kind is Skip:
-        if mode is not Mode.OPTIONAL:
-            return Skip(f"upstream {up.name!r} was skipped ({res.reason})")
-        return None
-    return outcome.Value(res) if mode is Mode.OUTCOME else res
 
 
 _QUIET: weakref.WeakKeyDictionary[Graph, list[bool]] = weakref.WeakKeyDictionary()

@@ -26,17 +26,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import outcome
 import trio
 
 from ._errors import exc_line
+from ._executors import Executors
+from ._graph import Binding, Graph, Node
 from ._result import Event, EventKind, RunView, Span
-
-if TYPE_CHECKING:
-    from ._executors import Executors
-    from ._graph import Graph, Node
+from ._wiring import Mode
 
 #: Limits whose slot an enclosing container holds: name -> the one-slot limiter its
 #: members take turns on instead of the run's limiter (see ``_attempt.attempts``).
@@ -85,6 +84,36 @@ def is_output(result: Any) -> bool:
 
 def as_outcome(result: Any) -> outcome.Outcome[Any]:
     return outcome.Error(result.error) if type(result) is Failed else outcome.Value(result)
+
+
+def argument(b: Binding, up: Node, res: Any, handed: list[int],
+             collected_items: Mapping[int, list[Any]]) -> Any:
+    """One parameter's value from an upstream's result, by the parameter's mode; a
+    ``Skip`` when the step cannot run with it. A failed upstream handed over as an
+    ``Outcome`` is appended to ``handed``."""
+    kind = type(res)
+    mode = b.mode
+    if mode is Mode.OUTCOME_LIST:
+        items = collected_items.get(up.index)
+        if items is not None:
+            handed.append(up.index)
+            return [as_outcome(r) for r in items]
+        if kind is Skip:
+            return Skip(f"upstream {up.name!r} was skipped")
+        if kind is Failed:
+            handed.append(up.index)
+            return [as_outcome(res)]
+        return [outcome.Value(v) for v in res]
+    if kind is Failed:
+        if mode is not Mode.OUTCOME:
+            return Skip(f"upstream {up.name!r} failed")
+        handed.append(up.index)
+        return outcome.Error(res.error)
+    if kind is Skip:
+        if mode is not Mode.OPTIONAL:
+            return Skip(f"upstream {up.name!r} was skipped ({res.reason})")
+        return None
+    return outcome.Value(res) if mode is Mode.OUTCOME else res
 
 
 class Skipped(BaseException):
