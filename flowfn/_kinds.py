@@ -14,11 +14,11 @@ from typing import Any
 
 import trio
 
-from ._attempt import attempts, caller, thunk
-from ._errors import MapLengthError
+from ._attempt import attempts, caller, raises, thunk
+from ._errors import MapLengthError, StepTimeout
 from ._graph import Node
 from ._inputs import structure_inputs
-from ._result import Span, current_span_var
+from ._result import Form, Span, current_span_var
 from ._state import (
     CancelReason,
     Failed,
@@ -26,6 +26,7 @@ from ._state import (
     RunState,
     Skip,
     Skipped,
+    Waiting,
     is_output,
 )
 from ._step import MISSING
@@ -392,6 +393,8 @@ class SubflowKind(Kind):
         if child.failure is not None:
             run.subflow_failures[node.index] = child.failure
             raise child.failure.exc
+        if child.waits:
+            return Waiting(None)  # an ask() inside waits: so does the subflow
         targets = sub.targets
         if len(targets) == 1:
             res = child.results[targets[0].index]
@@ -401,7 +404,43 @@ class SubflowKind(Kind):
         return child.output()
 
 
+class AskKind(Kind):
+    """A person's answer: given (``answers=``, or stored), defaulted after the deadline,
+    or — without either — the step waits and the run returns ``"waiting"``."""
+
+    container = True
+
+    async def run(self, run: RunState, node: Node, span: Span, kwargs: dict[str, Any],
+                  fn: Callable[..., Any], held: Held) -> Any:
+        spec: Any = node.step.container
+        asks = run.shared.asks
+        run.start(span)
+        answer = asks.answer(span.path, node.name)
+        if answer is not MISSING:
+            return answer
+        deadline = asks.deadline(span.path, spec.deadline)
+        if deadline is not None and asks.virtual:
+            # a test clock: wait for the deadline in virtual time (no real time passes)
+            await trio.sleep(max(0.0, (deadline - asks.now()).total_seconds()))
+        if deadline is not None and asks.now() >= deadline:
+            return _deadline_passed(span, spec)
+        return Waiting(Form(node.name, span.path, spec.title, asks.schema(spec.answer_type),
+                            deadline))
+
+
+def _deadline_passed(span: Span, spec: Any) -> Any:
+    value = spec.on_deadline
+    span.reason = "its deadline passed without an answer"
+    if value is MISSING:
+        return Failed(StepTimeout(
+            f"ask {span.path!r} passed its deadline without an answer (no on_deadline=)"))
+    if raises(value):
+        return Failed(value if isinstance(value, BaseException) else value())
+    return value
+
+
 _FUNCTION, _MAP, _STREAM, _SUBFLOW = FunctionKind(), MapKind(), StreamMapKind(), SubflowKind()
+_ASK = AskKind()
 
 
 def kind_of(node: Node, races: RaceKind) -> Kind:
@@ -410,6 +449,8 @@ def kind_of(node: Node, races: RaceKind) -> Kind:
         return races
     if node.kind == "subflow":
         return _SUBFLOW
+    if node.kind == "ask":
+        return _ASK
     if node.stream_from is not None:
         return _STREAM
     if node.mapped:

@@ -15,7 +15,8 @@ import signal
 import string
 import sys
 from collections.abc import Mapping
-from typing import Annotated, Any
+from datetime import timedelta
+from typing import Annotated, Any, TypeVar
 
 import trio
 
@@ -24,10 +25,11 @@ from ._executors import real_work
 from ._graph import Graph
 from ._graph import graph as make_graph
 from ._inputs import structure_inputs
-from ._step import Step
+from ._step import MISSING, Step
 from ._types import EMPTY
 
 AnyStep = Step[Any, Any]
+T = TypeVar("T")
 
 
 def _adopt(fn: Any, depth: int = 2) -> None:
@@ -160,6 +162,64 @@ def subflow(flow: Graph | AnyStep, *, name: str, inputs: Mapping[str, Any] | Non
     _with_signature(run_subflow, params, sub.output_type)
     return Step(run_subflow, name=name, container=SubflowSpec(sub, fixed),
                 defined_at=_caller_location(), **options)
+
+
+# --- ask ----------------------------------------------------------------------------------
+
+
+class AskSpec:
+    """A question for a person: the answer's type, the form's title, and the deadline."""
+
+    kind = "ask"
+
+    def __init__(self, answer_type: Any, title: str, deadline: timedelta | None,
+                 on_deadline: Any) -> None:
+        self.answer_type = answer_type
+        self.title = title
+        self.deadline = deadline
+        self.on_deadline = on_deadline
+
+    def members(self) -> list[AnyStep]:
+        return []
+
+    def output_type(self, declared: Any) -> Any:
+        return declared
+
+
+def ask(name: str, answer_type: type[T], *, title: str | None = None,
+        deadline: timedelta | float | None = None, on_deadline: Any = MISSING,
+        **options: Any) -> Step[[], T]:
+    """A step whose output a person provides: an answer of type ``answer_type``.
+
+    A run that reaches it without an answer returns with status ``"waiting"`` and the
+    form in ``result.waiting`` (its JSON Schema drawn from ``answer_type``); other
+    branches run on as far as they can. ``resume(flow, run_id, answers={name: ...})``
+    continues it. ``deadline`` (a ``timedelta`` or seconds) is a wall-clock instant kept
+    in the store; after it, ``on_deadline`` applies: a value becomes the answer, an
+    exception fails the step.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"ask(name={name!r}): the name must be a non-empty string")
+    if isinstance(deadline, bool) or not (
+            deadline is None or isinstance(deadline, timedelta | int | float)):
+        raise TypeError(f"ask({name!r}, deadline={deadline!r}): give a timedelta or a "
+                        "number of seconds, or None for no deadline.")
+    if isinstance(deadline, int | float):
+        deadline = timedelta(seconds=deadline)
+    if deadline is not None and deadline <= timedelta(0):
+        raise ValueError(f"ask({name!r}, deadline={deadline!r}): the deadline must be "
+                         "after the question is asked (> 0).")
+
+    async def asked() -> Any:
+        raise TypeError(f"ask {name!r} is answered inside run(); it cannot be called directly")
+
+    asked.__name__ = asked.__qualname__ = name
+    _adopt(asked)
+    _with_signature(asked, [], answer_type)
+    spec = AskSpec(answer_type, title or name, deadline, on_deadline)
+    s: Step[[], T] = Step(asked, name=name, container=spec,  # type: ignore[arg-type]
+                          defined_at=_caller_location(), **options)
+    return s
 
 
 # --- stub ---------------------------------------------------------------------------------

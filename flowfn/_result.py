@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -32,6 +33,21 @@ class Attempt:
     started: float
     ended: float
     error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Form:
+    """A question an ``ask()`` step is waiting for a person to answer.
+
+    ``schema`` is the JSON Schema of the answer (an object at the top level, so a form can
+    be drawn from it); ``deadline`` the UTC instant after which ``on_deadline`` applies.
+    """
+
+    name: str
+    path: str
+    title: str
+    schema: dict[str, Any]
+    deadline: datetime | None = None
 
 
 _NO_INPUT: Mapping[str, Any] = MappingProxyType({})
@@ -89,6 +105,16 @@ class Span:
         self._log = (*self._log, attempt)
 
     @property
+    def idempotency_key(self) -> str:
+        """``"{run_id}/{path}"``: the same for every attempt and every resume of this step
+        in this run — pass it to external calls that must not happen twice."""
+        try:
+            view = current_run_var.get()
+        except LookupError:
+            raise RuntimeError("idempotency_key is only known inside a running step") from None
+        return f"{view.run_id}/{self.path}"
+
+    @property
     def duration(self) -> float | None:
         if self.started is None or self.ended is None:
             return None
@@ -117,13 +143,18 @@ class RunResult:
     """The outcome of :func:`run`: the targets' output and every step's span."""
 
     def __init__(self, *, run_id: str, status: RunStatus, output: Any, spans: dict[str, Span],
-                 failures: dict[str, BaseException], graph_name: str) -> None:
+                 failures: dict[str, BaseException], graph_name: str,
+                 waiting: list[Form] | None = None, stale: list[str] | None = None) -> None:
         self.run_id = run_id
         self.status = status
         self.output = output
         self.spans = spans
         self.failures = failures
         self.graph_name = graph_name
+        #: The forms of the ``ask()`` steps this run is waiting for (status "waiting").
+        self.waiting: list[Form] = waiting or []
+        #: Steps reused from a store although their code changed since (see ``resume``).
+        self.stale: list[str] = stale or []
         #: The ``RunFailed`` of a failed run, on results handed back by
         #: ``flow_run(..., expect_failure=True)`` (``RunFailed.result`` is the other way).
         self.error: BaseException | None = None
@@ -199,9 +230,11 @@ class RunResult:
 class RunView:
     """What a running step can see of its run: the spans, and the parent run's view."""
 
-    def __init__(self, spans: dict[str, Span], parent: RunView | None) -> None:
+    def __init__(self, spans: dict[str, Span], parent: RunView | None,
+                 run_id: str = "") -> None:
         self.spans = spans
         self.parent = parent
+        self.run_id: str = parent.run_id if parent is not None else run_id
 
 
 current_span_var: contextvars.ContextVar[Span] = contextvars.ContextVar("flowfn_span")

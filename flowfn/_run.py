@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import functools
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
 
-from ._errors import GraphError, Problem, RunFailed, def_line, did_you_mean, exc_line
+from ._errors import (
+    GraphError,
+    InputError,
+    Problem,
+    RunFailed,
+    def_line,
+    did_you_mean,
+    exc_line,
+)
 from ._executors import Executor, Executors
 from ._graph import Graph, graph
-from ._inputs import structure_inputs
+from ._inputs import structure, structure_inputs
 from ._result import Event, RunResult, RunStatus, Span
 from ._scheduler import Runner
-from ._state import IN_PREDICATE, CancelReason, Shared, UnhandledFailure
+from ._state import IN_PREDICATE, Asks, CancelReason, Shared, UnhandledFailure
 from ._step import Step
 
 
@@ -38,6 +47,7 @@ async def arun(
     on_event: Callable[[Event], object] | None = None,
     run_id: str | None = None,
     executor: str | Executor | None = None,
+    answers: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Run ``flow`` inside the current trio program. See :func:`run`."""
     g = _as_graph(flow)
@@ -57,31 +67,40 @@ async def arun(
             "number >= 1, or None for no cap."
         )
     values = structure_inputs(g.name, g.inputs, inputs or {}, context=context)
-    executors = Executors(executor)
+    given = check_answers(g, answers or {}, f"run({g.name}, answers=...)")
     shared = Shared(
         {name: trio.CapacityLimiter(cap) for name, cap in (limits or {}).items()},
         trio.CapacityLimiter(max_concurrency) if max_concurrency else None,
         on_event,
-        executors,
+        Executors(executor),
+        asks=Asks(given, virtual=_virtual_clock()),
     )
-    runner = Runner(g, values, shared, overrides=checked)
+    runner = Runner(g, values, shared, overrides=checked, run_id=run_id or uuid.uuid4().hex)
+    return await execute(runner, timeout)
+
+
+async def execute(runner: Runner, timeout: float | None) -> RunResult:
+    """Run a prepared runner to its end; its result, or ``RunFailed``."""
+    shared = runner.shared
     try:
         await runner.execute(timeout)
     finally:
         with trio.CancelScope(shield=True):
-            await executors.aclose()
+            await shared.executors.aclose()
     timed_out = runner.timed_out
     if runner.stop_reason is not None:
         runner.finish(runner.stop_reason)
     failed = timed_out or runner.failure is not None
-    status: RunStatus = "failed" if failed else "succeeded"
+    status: RunStatus = "failed" if failed else "waiting" if runner.waits else "succeeded"
+    g = runner.graph
     result = RunResult(
-        run_id=run_id or uuid.uuid4().hex,
+        run_id=runner.view.run_id,
         status=status,
-        output=None if failed else runner.output(),
+        output=None if status != "succeeded" else runner.output(),
         spans=runner.spans,
         failures=dict(shared.failures),
         graph_name=g.name,
+        waiting=list(shared.waiting),
     )
     if runner.failure is not None:
         f = runner.failure
@@ -92,6 +111,14 @@ async def arun(
         raise RunFailed(message + cancelled_summary(runner.spans, runner.why_stopped()),
                         result) from TimeoutError(message)
     return result
+
+
+def _virtual_clock() -> bool:
+    """The run is under a test clock (``MockClock``): ``ask()`` deadlines pass in
+    virtual time."""
+    testing = sys.modules.get("trio.testing")  # imported by whoever made a MockClock
+    return testing is not None and isinstance(trio.lowlevel.current_clock(),
+                                              testing.MockClock)
 
 
 def run(
@@ -105,6 +132,7 @@ def run(
     on_event: Callable[[Event], object] | None = None,
     run_id: str | None = None,
     executor: str | Executor | None = None,
+    answers: Mapping[str, Any] | None = None,
     clock: trio.abc.Clock | None = None,
 ) -> RunResult:
     """Run ``flow`` to completion and return its :class:`RunResult`.
@@ -124,13 +152,14 @@ def run(
       run_id: your own id for the run (default: a random one).
       executor: where sync steps run unless their ``@step(executor=...)`` says otherwise:
         ``"thread"`` (the default), ``"inline"``, ``"process"``, or an executor object.
+      answers: answers to ``ask()`` steps, by name (or ``branch/name`` path).
       clock: a trio clock, e.g. ``trio.testing.MockClock`` for virtual time.
     """
     return trio.run(
         functools.partial(
             arun, flow, inputs, max_concurrency=max_concurrency, limits=limits,
             timeout=timeout, overrides=overrides, on_event=on_event, run_id=run_id,
-            executor=executor,
+            executor=executor, answers=answers,
         ),
         clock=clock,
     )
@@ -167,6 +196,44 @@ def _overridable(graph: Graph, prefix: str = "") -> list[str]:
         if n.kind == "subflow":
             names.extend(_overridable(spec.graph, prefix + n.name + "/"))
     return names
+
+
+def check_answers(graph: Graph, answers: Mapping[str, Any], context: str) -> dict[str, Any]:
+    """Every answer converted to its ``ask()`` step's answer type, or one ``InputError``
+    with every bad data path; an answer naming no ``ask()`` step is one of them."""
+    if not answers:
+        return {}
+    asks = _asks(graph)
+    by_name = {path.rpartition("/")[2]: path for path in asks}
+    problems: list[str] = []
+    out: dict[str, Any] = {}
+    for key, value in answers.items():
+        path = key if key in asks else by_name.get(key)
+        if path is None:
+            guess = did_you_mean(str(key), list(asks) + list(by_name))
+            hint = f" Did you mean {guess!r}?" if guess else ""
+            known = ", ".join(sorted(asks)) or "none"
+            problems.append(f"{key}: no ask() step has that name.{hint} Asks: {known}.")
+            continue
+        converted, bad = structure(value, asks[path].answer_type, key)
+        problems.extend(bad)
+        if not bad:
+            out[key] = converted
+    if problems:
+        raise InputError(context, problems, noun="answer")
+    return out
+
+
+def _asks(graph: Graph, prefix: str = "") -> dict[str, Any]:
+    """The ``ask()`` steps of a graph and its sub-workflows, by path."""
+    found: dict[str, Any] = {}
+    for n in graph.nodes:
+        spec: Any = n.step.container
+        if n.kind == "ask":
+            found[prefix + n.name] = spec
+        elif n.kind == "subflow":
+            found.update(_asks(spec.graph, prefix + n.name + "/"))
+    return found
 
 
 def check_limits(graph: Graph, limits: Mapping[str, int], context: str) -> None:

@@ -42,6 +42,7 @@ from ._state import (
     RunState,
     Shared,
     Skip,
+    Waiting,
     argument,
     is_output,
 )
@@ -57,8 +58,10 @@ class Runner(RunState):
                  overrides: Mapping[str, Any], prefix: str = "",
                  spans: dict[str, Span] | None = None, parent: RunView | None = None,
                  parent_runner: Runner | None = None, parent_node: Node | None = None,
-                 held: Held = NOTHING_HELD, settled: Mapping[str, Any] | None = None) -> None:
-        super().__init__(graph, values, shared, prefix=prefix, spans=spans, parent=parent)
+                 held: Held = NOTHING_HELD, settled: Mapping[str, Any] | None = None,
+                 run_id: str = "") -> None:
+        super().__init__(graph, values, shared, prefix=prefix, spans=spans, parent=parent,
+                         run_id=run_id)
         self.overrides = {graph.by_name[k]: v for k, v in overrides.items()
                           if k in graph.by_name}
         self.sub_overrides = {k: v for k, v in overrides.items() if k not in graph.by_name}
@@ -289,7 +292,8 @@ class Runner(RunState):
         """``release``, except that one newly ready dependent is returned to run in the
         calling task instead of being spawned."""
         i = node.index
-        if not self.quiet[i] or type(result) is Failed:
+        kind = type(result)
+        if not self.quiet[i] or kind is Failed or kind is Waiting:
             self.release(node, result)
             return None
         self.results[i] = result
@@ -309,7 +313,8 @@ class Runner(RunState):
     def release(self, node: Node, result: Any, *, member: bool = False) -> None:
         i = node.index
         self.results[i] = result
-        if self.quiet[i] and type(result) is not Failed:  # most nodes: just wake
+        kind = type(result)
+        if self.quiet[i] and kind is not Failed and kind is not Waiting:  # most: just wake
             if not self.stopping:
                 pending = self.pending
                 start, run_node = self.nursery.start_soon, self._run_node
@@ -320,7 +325,9 @@ class Runner(RunState):
             return
         for d in node.streams_to:  # item-by-item consumers: no more items will come
             self.streams[(node.index, d.index)].close()
-        if type(result) is Failed and not member:
+        if kind is Waiting:
+            return  # its dependents wait with it
+        if kind is Failed and not member:
             failure = self.record_failure(node, result)
             if node.members:
                 kind_of(node, self.races).release(self, node)  # their failures are its story

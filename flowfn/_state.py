@@ -26,6 +26,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import outcome
@@ -34,7 +35,9 @@ import trio
 from ._errors import exc_line
 from ._executors import Executors
 from ._graph import Binding, Graph, Node
-from ._result import Event, EventKind, RunView, Span
+from ._inputs import schema_of
+from ._result import Event, EventKind, Form, RunView, Span
+from ._step import MISSING
 from ._wiring import Mode
 
 #: Limits whose slot an enclosing container holds: name -> the one-slot limiter its
@@ -175,6 +178,42 @@ class UnhandledFailure:
 SettleHook = Callable[[Span, Any], None]
 
 
+class Asks:
+    """The answers and deadlines of a run's ``ask()`` steps, by path (or name).
+
+    ``deadlines`` holds the wall-clock (UTC) instant of every question asked so far,
+    stored ones included: a deadline is fixed when its question is first asked. Under a
+    test clock (``virtual``), wall-clock time moves with the run's virtual time.
+    """
+
+    def __init__(self, answers: Mapping[str, Any] | None = None,
+                 deadlines: Mapping[str, datetime] | None = None, *,
+                 virtual: bool = False) -> None:
+        self.answers = dict(answers or {})
+        self.deadlines = dict(deadlines or {})
+        self.virtual = virtual
+        self.started = datetime.now(UTC)
+        self.clock_start = trio.current_time() if virtual else 0.0
+
+    def answer(self, path: str, name: str) -> Any:
+        return self.answers.get(path, self.answers.get(name, MISSING))
+
+    def deadline(self, path: str, relative: timedelta | None) -> datetime | None:
+        stored = self.deadlines.get(path)
+        if stored is not None or relative is None:
+            return stored
+        self.deadlines[path] = instant = self.now() + relative
+        return instant
+
+    def now(self) -> datetime:
+        if self.virtual:
+            return self.started + timedelta(seconds=trio.current_time() - self.clock_start)
+        return datetime.now(UTC)
+
+    def schema(self, answer_type: Any) -> dict[str, Any]:
+        return schema_of(answer_type)
+
+
 class Shared:
     """State shared by a run and all its sub-workflow runs."""
 
@@ -182,13 +221,16 @@ class Shared:
                  global_limiter: trio.CapacityLimiter | None,
                  on_event: Callable[[Event], object] | None,
                  executors: Executors,
-                 settle_hooks: tuple[SettleHook, ...] = ()) -> None:
+                 settle_hooks: tuple[SettleHook, ...] = (),
+                 asks: Asks | None = None) -> None:
         self.limiters = limiters
         self.global_limiter = global_limiter
         self.on_event = on_event
         self.executors = executors
         self.settle_hooks = settle_hooks
+        self.asks = asks if asks is not None else Asks()
         self.failures: dict[str, BaseException] = {}
+        self.waiting: list[Form] = []  # the forms of ask() steps waiting for an answer
 
 
 class RunState:
@@ -202,7 +244,7 @@ class RunState:
 
     def __init__(self, graph: Graph, values: dict[str, Any], shared: Shared, *,
                  prefix: str, spans: dict[str, Span] | None,
-                 parent: RunView | None) -> None:
+                 parent: RunView | None, run_id: str = "") -> None:
         self.graph = graph
         self.values = values
         self.shared = shared
@@ -213,9 +255,10 @@ class RunState:
                           else [Span(name, name) for name in names])
         self.spans = spans if spans is not None else {}
         self.spans.update(zip(names, self.span_list, strict=True))
-        self.view = RunView(self.spans, parent)
+        self.view = RunView(self.spans, parent, run_id)
         self.results: list[Any] = [PENDING] * len(graph.nodes)
         self.clean = True  # nothing failed or was skipped yet: arguments need no checks
+        self.waits = 0  # steps waiting for something outside the run (ask() answers)
         self.failure: UnhandledFailure | None = None
         self.stop_reason: CancelReason | None = None
         # Set by stop(). Checked instead of the nursery's cancel scope, whose
@@ -308,6 +351,9 @@ class RunState:
         else:
             span.status = "waiting"
             self.clean = False
+            self.waits += 1
+            if type(result.what) is Form:
+                self.shared.waiting.append(result.what)
             self.emit("waiting", span)
         if self.hooks:
             for hook in self.hooks:
