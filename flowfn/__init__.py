@@ -15,12 +15,14 @@ from ._inputs import InputSpec as InputSpec
 from ._notebook import NotebookError as NotebookError
 from ._notebook import notebook as notebook
 from ._patterns import ShellError as ShellError
+from ._patterns import ask as ask
 from ._patterns import race as race
 from ._patterns import shell as shell
 from ._patterns import stub as stub
 from ._patterns import subflow as subflow
 from ._result import Attempt as Attempt
 from ._result import Event as Event
+from ._result import Form as Form
 from ._result import RunResult as RunResult
 from ._result import Span as Span
 from ._result import current_span as current_span
@@ -37,6 +39,7 @@ __all__ = [
     "Backoff",
     "Error",
     "Event",
+    "Form",
     "Graph",
     "GraphError",
     "InputError",
@@ -52,6 +55,7 @@ __all__ = [
     "StepTimeout",
     "Value",
     "arun",
+    "ask",
     "current_span",
     "each",
     "graph",

@@ -8,7 +8,8 @@ The notification flow is written at module level, Hamilton style (parameters nam
 steps); the other scenarios are local to their tests. Everything runs in virtual time.
 """
 
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import pytest
 import trio
@@ -17,6 +18,7 @@ from flowfn import (
     Error,
     Outcome,
     Value,
+    ask,
     current_span,
     graph,
     race,
@@ -286,6 +288,46 @@ def test_timed_fetch_returns_none_after_its_timeout(flow_run):
 # --- not in scope -------------------------------------------------------------------------------
 
 
-@pytest.mark.skip(reason="parallel human approvals (ask()) belong to the durable-runs issue")
-def test_parallel_human_approvals():
-    raise AssertionError("not in scope for the control-flow issue")
+@dataclass
+class Approval:
+    approved: bool
+    comments: str = ""
+
+
+@dataclass
+class SecurityReview:
+    approved: bool
+    risk_level: Literal["low", "medium", "high"]
+
+
+legal_approval = ask("legal_approval", Approval, title="Legal Review Required")
+finance_approval = ask("finance_approval", Approval, title="Finance Review Required")
+security_approval = ask("security_approval", SecurityReview, title="Security Review Required")
+
+
+@step
+def check_approvals(legal_approval: Approval, finance_approval: Approval,
+                    security_approval: SecurityReview) -> bool:
+    return legal_approval.approved and finance_approval.approved and security_approval.approved
+
+
+def test_parallel_human_approvals(flow_run):
+    """litestar-workflows' parallel approvals: three forms at once, then a check of all."""
+    flow = graph(check_approvals)
+    waiting = flow_run(flow)
+    assert waiting.status == "waiting"
+    assert [f.name for f in waiting.waiting] == [
+        "legal_approval", "finance_approval", "security_approval"]
+    security = waiting.waiting[2]
+    assert security.title == "Security Review Required"
+    assert security.schema["required"] == ["approved", "risk_level"]
+    assert sorted(security.schema["properties"]["risk_level"]["enum"]) == ["high", "low", "medium"]
+    assert waiting.spans["check_approvals"].status == "pending"
+
+    answered = flow_run(flow, answers={
+        "legal_approval": {"approved": True},
+        "finance_approval": {"approved": True, "comments": "within budget"},
+        "security_approval": {"approved": True, "risk_level": "low"},
+    })
+    assert answered.status == "succeeded"
+    assert answered.output is True
