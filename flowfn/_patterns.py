@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import trio
 
+from ._errors import pickle_reduce
 from ._executors import real_work
 from ._graph import Graph
 from ._inputs import structure_inputs
@@ -187,6 +188,7 @@ class ShellError(Exception):
     """A shell step exited with a non-zero code."""
 
     __module__ = "flowfn"  # shown as flowfn.ShellError, like the other public errors
+    __reduce__ = pickle_reduce
 
     def __init__(self, message: str, returncode: int, stdout: str, stderr: str) -> None:
         super().__init__(message)
