@@ -226,6 +226,8 @@ def chrome_trace(result: RunResult) -> str:
 
 SHOW_ITEMS = 10  # maps up to this size list every item in the report
 SHOW_FAILED = 5  # larger maps list this many failed items
+_STATUS_ORDER = ("succeeded", "failed", "cancelled", "skipped", "waiting", "running",
+                 "pending")
 
 
 def _seconds(d: float | None) -> str:
@@ -234,10 +236,10 @@ def _seconds(d: float | None) -> str:
 
 def _map_summary(span: Span) -> str:
     items = list(span.children.values())
-    counts: dict[str, int] = {}
+    counts = dict.fromkeys(_STATUS_ORDER, 0)
     for s in items:
         counts[s.status] = counts.get(s.status, 0) + 1
-    text = f"{len(items)} items: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+    text = f"{len(items)} items: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
     times = sorted(s.duration for s in items if s.duration is not None)
     if times:
         text += f"; p50 {_seconds(times[(len(times) - 1) // 2])}, max {_seconds(times[-1])}"

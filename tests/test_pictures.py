@@ -454,3 +454,70 @@ def test_trace_nested_maps_in_subflows_nest(flow_run: Any) -> None:
     rows = rows_by_name(trace)
     assert len({rows[f"inner/work[{i}]"] for i in range(8)}) == 2
     assert min(rows[f"inner/work[{i}]"] for i in range(8)) > rows["inner/work"] > rows["inner"]
+
+
+# --- report() -----------------------------------------------------------------------------
+
+
+def big_map(size: int, failing: set[int]) -> Graph:
+    @step
+    async def numbers() -> list[int]:
+        return list(range(size))
+
+    @step
+    async def check(n: Annotated[int, each(numbers)]) -> int:
+        await trio.sleep(n % 4)
+        if n in failing:
+            raise ValueError(f"bad item {n}")
+        return n
+
+    @step
+    async def total(values: Annotated[list[Any], check]) -> int:
+        return len(values)
+
+    return graph(total)
+
+
+def test_report_summarises_a_large_map(flow_run: Any) -> None:
+    result = flow_run(big_map(2_000, set()))
+    lines = result.report().splitlines()
+    assert len(lines) == 5
+    assert lines[3].split() == ["check[*]", "2000", "items:", "2000", "succeeded;", "p50",
+                                "1.000s,", "max", "3.000s"]
+    assert lines[2].split()[:2] == ["check", "succeeded"]
+
+
+def test_report_lists_a_few_failed_items(flow_run: Any) -> None:
+    from flowfn import Outcome
+
+    @step
+    async def numbers() -> list[int]:
+        return list(range(50))
+
+    @step
+    async def check(n: Annotated[int, each(numbers)]) -> int:
+        if n % 5 == 0:
+            raise ValueError(f"bad item {n}")
+        return n
+
+    @step
+    async def total(values: Annotated[list[Outcome[int]], check]) -> int:
+        return len(values)
+
+    report = flow_run(graph(total)).report()
+    lines = report.splitlines()
+    assert "50 items: 40 succeeded, 10 failed" in lines[3]
+    failed = [line for line in lines
+              if line.startswith("check[") and line.split()[1] == "failed"]
+    assert [line.split()[0] for line in failed] == [f"check[{i}]" for i in (0, 5, 10, 15, 20)]
+    assert failed[0].endswith("ValueError: bad item 0")
+    assert "5 more failed items" in lines[-2]
+    assert len(lines) == 11  # header, numbers, check, summary, 5 items, "more", total
+
+
+def test_report_lists_every_item_of_a_small_map(flow_run: Any) -> None:
+    result = flow_run(big_map(3, set()))
+    lines = result.report().splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "step", "numbers", "check", "check[*]", "check[0]", "check[1]", "check[2]", "total"]
+    assert "3 items: 3 succeeded; p50 1.000s, max 2.000s" in lines[3]
