@@ -116,16 +116,20 @@ def _contestants(level: Mapping[str, Span]) -> dict[str, list[Span]]:
     """Race name -> its contestants' spans, among the spans of one graph.
 
     A result does not keep its graph, so contestants are recognised by what the race
-    wrote on them: the winner's name on the race, ``lost the race 'r' ...`` on the others.
-    A contestant that failed before another won stays a step of its own.
+    left on them: the winner's name on the race and ``lost the race 'r' ...`` on the
+    others, or, when all failed, their errors in the race's ``ExceptionGroup``. A
+    contestant that failed before another won is not recognised: it keeps a top-level row.
     """
     owned: dict[str, list[Span]] = {}
     for race in level.values():
-        if race.winner is None or race.winner not in level:
+        errors = race.error.exceptions if isinstance(race.error, BaseExceptionGroup) else ()
+        if race.winner is None and not errors:
             continue
         lost = f"lost the race {race.name!r} to "
-        owned[race.name] = [s for s in level.values() if s.name == race.winner or (
-            s.reason is not None and s.reason.startswith(lost))]
+        owned[race.name] = [s for s in level.values() if s is not race and (
+            s.name == race.winner
+            or (s.reason is not None and s.reason.startswith(lost))
+            or (s.error is not None and any(s.error is e for e in errors)))]
     return owned
 
 
@@ -188,7 +192,8 @@ class _Trace:
 
     def place(self, span: Span, kids: list[tuple[Span, list[Any]]]) -> None:
         """The span on a row of its own, then its children's rows."""
-        self.slices(span, self.row(span.path))
+        if span.started is not None and span.ended is not None:  # never started: no row
+            self.slices(span, self.row(span.path))
         if _is_map(span):
             self.pack(span, [k for k in kids if not k[1]])
             kids = [k for k in kids if k[1]]

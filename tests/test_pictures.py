@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import pytest
 import trio
 
-from flowfn import Backoff, Graph, each, graph, race, run, step, subflow
+from flowfn import Backoff, Error, Graph, Outcome, each, graph, race, run, step, subflow
 
 NASTY = ["a b", "a-b", "a_b", 'say "hi"', "end[1]", "end", "End", "x|y", "a\\b", "a\\",
          "graph", "subgraph", "<b>bold</b>", "#35;", "o-x", "1st", "π", "style", "p{q}",
@@ -488,8 +488,6 @@ def test_report_summarises_a_large_map(flow_run: Any) -> None:
 
 
 def test_report_lists_a_few_failed_items(flow_run: Any) -> None:
-    from flowfn import Outcome
-
     @step
     async def numbers() -> list[int]:
         return list(range(50))
@@ -521,3 +519,28 @@ def test_report_lists_every_item_of_a_small_map(flow_run: Any) -> None:
     assert [line.split()[0] for line in lines] == [
         "step", "numbers", "check", "check[*]", "check[0]", "check[1]", "check[2]", "total"]
     assert "3 items: 3 succeeded; p50 1.000s, max 2.000s" in lines[3]
+
+
+def test_trace_rows_of_a_race_that_failed(flow_run: Any) -> None:
+    @step
+    async def one() -> int:
+        await trio.sleep(1)
+        raise ValueError("one")
+
+    @step
+    async def two() -> int:
+        await trio.sleep(2)
+        raise ValueError("two")
+
+    both = race(one, two, name="both")
+
+    @step
+    async def after(got: Annotated[Outcome[int], both]) -> bool:
+        return isinstance(got, Error)
+
+    result = flow_run(graph(after))
+    assert result.output is True
+    trace = json.loads(result.to_chrome_trace())
+    check_nesting(trace)
+    rows = rows_by_name(trace)
+    assert (rows["one"], rows["two"]) == (rows["both"] + 1, rows["both"] + 2)
