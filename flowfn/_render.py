@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ._export import chrome_trace, result_json, run_report
@@ -212,17 +213,33 @@ def _axis_format(length: float) -> str:
     return "%j %H:%M"
 
 
+_DAY_ONE = datetime(2000, 1, 1)
+
+
+def _local_time(ms: int) -> str:
+    at = _DAY_ONE + timedelta(milliseconds=ms)
+    return at.strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}"
+
+
 def gantt(result: RunResult) -> str:
-    """A Mermaid Gantt chart of the run, times in milliseconds from the first start."""
+    """A Mermaid Gantt chart of the run, times in milliseconds from the first start.
+
+    Mermaid draws the axis in the viewer's time zone. Times as epoch milliseconds
+    (``dateFormat x``) are fine for seconds, but minutes and hours would show the zone's
+    offset, so a run of a minute or more is written as wall-clock times from midnight,
+    which the viewer's browser reads as local times: the axis starts at 00:00:00.
+    """
     spans = [s for s in result.walk() if s.started is not None and s.ended is not None]
     origin = min((s.started for s in spans if s.started is not None), default=0.0)
-    last = max((s.ended for s in spans if s.ended is not None), default=origin)
-    lines = ["gantt", f"    title {_gantt_name(result.graph_name)}", "    dateFormat x",
-             f"    axisFormat {_axis_format(last - origin)}"]
+    length = max((s.ended for s in spans if s.ended is not None), default=origin) - origin
+    stamp: Callable[[int], str] = str if length < 60 else _local_time
+    lines = ["gantt", f"    title {_gantt_name(result.graph_name)}",
+             "    dateFormat " + ("x" if length < 60 else "YYYY-MM-DD HH:mm:ss.SSS"),
+             f"    axisFormat {_axis_format(length)}"]
     for s in spans:
         assert s.started is not None and s.ended is not None
         start = round((s.started - origin) * 1000)
         end = max(start + 1, round((s.ended - origin) * 1000))
         tag = {"failed": "crit, ", "cancelled": "done, "}.get(s.status, "")
-        lines.append(f"    {_gantt_name(s.path)} : {tag}{start}, {end}")
+        lines.append(f"    {_gantt_name(s.path)} : {tag}{stamp(start)}, {stamp(end)}")
     return "\n".join(lines)
