@@ -6,6 +6,7 @@ by Graphviz itself (``dot -Tplain``) when it is installed; JSON is parsed strict
 Chrome trace is checked for slices that do not nest on a row.
 """
 
+import enum
 import json
 import math
 import re
@@ -296,6 +297,14 @@ class Reading:
     unit: str
 
 
+class Level(enum.IntEnum):
+    HIGH = 2
+
+
+class Ratio(float):
+    pass
+
+
 def test_to_json_is_strict(flow_run: Any) -> None:
     loop: list[Any] = [1]
     loop.append(loop)
@@ -304,7 +313,8 @@ def test_to_json_is_strict(flow_run: Any) -> None:
     async def measure() -> dict[str, Any]:
         return {"nan": math.nan, "inf": math.inf, "list": [1.5, -math.inf],
                 "reading": Reading(math.nan, "m"), "ok": Reading(2.0, "s"),
-                "object": object, "set": {1}, "loop": loop, 3: "int key"}
+                "object": object, "set": {1}, "loop": loop, 3: "int key",
+                "enum": Level.HIGH, "subclass": Ratio(math.nan)}
 
     @step
     async def ratio(m: Annotated[dict[str, Any], measure]) -> float:
@@ -324,6 +334,7 @@ def test_to_json_is_strict(flow_run: Any) -> None:
     assert out["set"] == {"$repr": "{1}"}
     assert out["loop"] == [1, {"$repr": "..."}]
     assert out["3"] == "int key"
+    assert out["enum"] == 2 and out["subclass"] == {"$repr": "nan"}
     assert data["output"] == {"$repr": "inf"}
     assert data["spans"][1]["attributes"] == {"score": {"$repr": "nan"}}
 
