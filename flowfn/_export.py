@@ -57,9 +57,11 @@ def jsonable(value: Any, _path: frozenset[int] = frozenset()) -> Any:
         if kind is dict:
             return {_key(k): jsonable(v, inner) for k, v in value.items()}
         return [jsonable(v, inner) for v in value]
-    if isinstance(value, bool | int | float | str):  # IntEnum, StrEnum, numpy.float64
-        base = next(t for t in (bool, int, float, str) if isinstance(value, t))
-        return jsonable(base(value) if base is not str else value[:], _path)
+    if isinstance(value, str):  # a subclass: StrEnum; slicing gives the plain str
+        return value[:]
+    if isinstance(value, bool | int | float):  # IntEnum, numpy.float64
+        base = next(t for t in (bool, int, float) if isinstance(value, t))
+        return jsonable(base(value), _path)
     if getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
         try:  # a numpy scalar: its Python value
             return jsonable(value.item(), _path)
