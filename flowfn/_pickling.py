@@ -82,11 +82,9 @@ def _unwrap_map(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _reduce_span(span: Span) -> tuple[Any, ...]:
-    state = {name: getattr(span, name) for name in _SLOTS}
+    state = {name: _wrap(getattr(span, name, None)) for name in _SLOTS}
     state["input"] = _wrap_map(span.input)
     state["children"] = dict(span.children)
-    state["output"] = _wrap(span.output)
-    state["error"] = _wrap(span.error)
     state["_log"] = tuple((a.number, a.started, a.ended, _wrap(a.error)) for a in span._log)
     state["__dict__"] = _wrap_map(span.__dict__)
     return (_rebuild_span, (state,))
@@ -94,12 +92,10 @@ def _reduce_span(span: Span) -> tuple[Any, ...]:
 
 def _rebuild_span(state: dict[str, Any]) -> Span:
     span = object.__new__(Span)
-    state = dict(state)
+    state = _unwrap_map(state)
     custom = _unwrap_map(state.pop("__dict__"))
     state["input"] = _unwrap_map(state["input"]) or _NO_INPUT
     state["children"] = state["children"] or _NO_CHILDREN  # shared, as on a live span
-    state["output"] = _unwrap(state["output"])
-    state["error"] = _unwrap(state["error"])
     state["_log"] = tuple(Attempt(n, s, e, _unwrap(err)) for n, s, e, err in state["_log"])
     for name, value in state.items():
         object.__setattr__(span, name, value)
