@@ -44,10 +44,30 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def _blank(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    """A flowfn exception made without its ``__init__``; pickle then restores its state."""
+    exc = cls.__new__(cls)
+    exc.args = args
+    return exc
+
+
+def pickle_reduce(exc: BaseException) -> tuple[Any, ...]:
+    """``__reduce__`` for exceptions whose ``__init__`` takes more than the message.
+
+    The default calls ``cls(*args)`` with the message alone, which fails for them; this
+    keeps the message (``args``) and every attribute instead, so the exception crosses
+    process and cluster boundaries (and ``copy.copy``) intact. The attributes are state,
+    restored after the exception exists, so ``RunFailed.result.error`` may point back at
+    it. ``RunFailed.result`` pickles as ``_pickling`` says.
+    """
+    return (_blank, (type(exc), exc.args), dict(exc.__dict__))
+
+
 class GraphError(Exception):
     """The graph cannot run: every problem found, each with its source location."""
 
     __module__ = "flowfn"  # tracebacks show flowfn.GraphError (DESIGN §8)
+    __reduce__ = pickle_reduce
 
     def __init__(self, context: str, problems: Sequence[Problem], *, blank: bool = True):
         self.context = context
@@ -61,6 +81,7 @@ class InputError(Exception):
     """Inputs (or human answers) that cannot be converted, all listed as data paths."""
 
     __module__ = "flowfn"  # tracebacks show flowfn.InputError (DESIGN §8)
+    __reduce__ = pickle_reduce
 
     def __init__(self, context: str, problems: Sequence[str], *, noun: str = "input"):
         self.context = context
@@ -91,6 +112,7 @@ class RunFailed(Exception):
     """
 
     __module__ = "flowfn"  # tracebacks show flowfn.RunFailed (DESIGN §8)
+    __reduce__ = pickle_reduce
 
     def __init__(self, message: str, result: RunResult, *, step: str | None = None,
                  attempt: int = 0, attempts: int = 0):

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import trio
 
-from ._errors import relpath, with_article
+from ._errors import pickle_reduce, relpath, with_article
 from ._executors import real_work
 from ._patterns import _adopt, _caller_location, _kill_process_group, _with_signature
 from ._result import current_span_var
@@ -68,6 +68,7 @@ class NotebookError(Exception):
     """
 
     __module__ = "flowfn"  # shown as flowfn.NotebookError, like the other public errors
+    __reduce__ = pickle_reduce
 
     def __init__(self, message: str, *, notebook: Path, output: Path, cell: int | None = None,
                  source: str = "", ename: str = "", evalue: str = "",

@@ -14,13 +14,14 @@ import shlex
 import signal
 import string
 import sys
+import threading
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 import trio
 
-from ._errors import relpath
+from ._errors import pickle_reduce, relpath
 from ._executors import real_work
 from ._graph import Graph
 from ._graph import graph as make_graph
@@ -245,6 +246,7 @@ class ShellError(Exception):
     """A shell step exited with a non-zero code."""
 
     __module__ = "flowfn"  # shown as flowfn.ShellError, like the other public errors
+    __reduce__ = pickle_reduce
 
     def __init__(self, message: str, returncode: int, stdout: str, stderr: str) -> None:
         super().__init__(message)
@@ -253,19 +255,37 @@ class ShellError(Exception):
         self.stderr = stderr
 
 
+#: Seconds of *real* time a cancelled shell process gets to exit after SIGTERM before its
+#: process group is sent SIGKILL.
+KILL_GRACE = 5.0
+
+
 async def _kill_process_group(proc: trio.Process) -> None:
-    """Cancellation: SIGTERM the whole process group, SIGKILL it if still alive after 5 s."""
+    """Cancellation: SIGTERM the whole process group, SIGKILL it if still alive after
+    :data:`KILL_GRACE` seconds.
+
+    The grace period is real time, waited for in a worker thread: trio's clock may be a
+    ``MockClock`` whose autojump is paused while the process runs (``real_work``), and a
+    virtual deadline would then never pass, leaving a process that ignores SIGTERM alive.
+    """
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    with trio.move_on_after(5):
-        await proc.wait()
-        return
-    try:  # pragma: no cover - only a process that ignores SIGTERM gets here
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:  # pragma: no cover
-        pass
+    exited = threading.Event()
+    async with trio.open_nursery() as nursery:
+        async def wait_exit() -> None:
+            try:
+                await proc.wait()
+            finally:  # cancelled too: run_process saw the exit and stops this killer
+                exited.set()
+
+        nursery.start_soon(wait_exit)
+        if not await trio.to_thread.run_sync(exited.wait, KILL_GRACE):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # pragma: no cover - exited just now
+                pass
 
 
 def _placeholders(command: str) -> list[str]:

@@ -15,7 +15,6 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from ._errors import exc_line
 from ._step import MISSING, Step
 
 SpanStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled",
@@ -192,18 +191,11 @@ class RunResult:
             stack.extend(reversed(list(span.children.values())))
 
     def report(self) -> str:
-        """A per-step table: status, duration, attempts and why."""
-        rows = [("step", "status", "time", "tries", "detail")]
-        for span in self.walk():
-            detail = exc_line(span.error) if span.error is not None else (span.reason or "")
-            dur = "" if span.duration is None else f"{span.duration:.3f}s"
-            rows.append((span.path, span.status, dur, str(span.attempts or ""), detail))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = [
-            "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
-            for r in rows
-        ]
-        return "\n".join(line.rstrip() for line in lines)
+        """A per-step table: status, duration, attempts and why. A map gets a summary line
+        (items per status, median and longest item); a large one lists only failed items."""
+        from ._render import run_report
+
+        return run_report(self)
 
     def to_json(self) -> str:
         from ._render import result_json

@@ -100,8 +100,9 @@ async def execute(runner: Runner, timeout: float | None) -> RunResult:
         spans=runner.spans,
         failures=dict(shared.failures),
         graph_name=g.name,
-        waiting=list(shared.waiting),
     )
+    order = {s.path: i for i, s in enumerate(result.walk())}  # graph order, not finish order
+    result.waiting = sorted(shared.waiting, key=lambda form: order.get(form.path, 0))
     if runner.failure is not None:
         f = runner.failure
         raise RunFailed(failure_message(f, runner.spans, runner.why_stopped()), result,
