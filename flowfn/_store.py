@@ -250,25 +250,27 @@ async def store_writer(store: Store, run_id: str) -> AsyncIterator[Writer]:
     already added are still committed (shielded), and the block's exception propagates.
     """
     writer = Writer(store, run_id)
+    failure: BaseException | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer._commit_loop)
         try:
             with writer._cancel:
                 yield writer
                 await writer.flush()
-        except BaseException:
+        except BaseException as exc:  # re-raised below, outside the nursery (no group)
+            failure = exc
             if writer.error is None:
                 with trio.CancelScope(shield=True):
                     try:
                         await writer.flush()
                     except StoreError:
                         pass
-            if writer.error is None:
-                raise
         finally:
             nursery.cancel_scope.cancel()
     if writer.error is not None:
         raise writer.error
+    if failure is not None:
+        raise failure
 
 
 # --- MemoryStore ---------------------------------------------------------------------------
@@ -347,7 +349,9 @@ class MemoryStore:
         run = self._run(run_id)
         for row in rows:
             _check_status(row.status, STEP_STATUSES, f"step {row.path!r}:")
-        run.steps.update((row.path, row) for row in rows)
+        for row in rows:  # kept in commit order, as SQLiteStore reads them back
+            run.steps.pop(row.path, None)
+            run.steps[row.path] = row
         self._runs[run_id] = replace(run, updated_at=time.time())
 
     def close(self) -> None:
