@@ -209,8 +209,15 @@ def validate_answer(annotation: Any, data: Any, *, name: str = "answer") -> Any:
 
 
 def answer_schema(annotation: Any) -> dict[str, Any]:
-    """JSON Schema of an answer, its own object at the top level (nested ones in $defs)."""
-    return schema_of(annotation)
+    """JSON Schema of an answer, its own object at the top level (nested ones in $defs).
+
+    Records say ``additionalProperties: false``: the converter refuses unknown keys too.
+    """
+    schema = schema_of(annotation)
+    for record in [schema, *schema.get("$defs", {}).values()]:
+        if record.get("type") == "object" and "properties" in record:
+            record.setdefault("additionalProperties", False)
+    return schema
 
 
 # --- what the store can hold -----------------------------------------------------------
