@@ -22,7 +22,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
-import json
 import textwrap
 import types
 import weakref
@@ -30,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._codec import CodecError, to_data
+from ._codec import canonical_json
 from ._errors import with_article
 
 #: Bumped when the key layout changes: old entries then simply miss.
@@ -110,7 +109,7 @@ def _value_digest(value: Any, depth: int) -> str:
         inner = inspect.unwrap(value)
         name = f"{getattr(inner, '__module__', '')}.{getattr(inner, '__qualname__', '')}"
         return f"fn:{name}:{source_hash(inner)}" if depth == 0 else f"fn:{name}"
-    canonical = _canonical(value)
+    canonical = canonical_json(value)
     if canonical is not None:
         return _sha(canonical)
     return f"object:{type(value).__module__}.{type(value).__qualname__}"
@@ -144,26 +143,12 @@ def code_hash(fn: Callable[..., Any], *, version: str | None = None) -> str:
     return _sha("\n".join(parts))
 
 
-def _canonical(value: Any) -> str | None:
-    """Canonical JSON of a value (by its runtime type), or None when it has none."""
-    try:
-        data = to_data(value, type(value))
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=True, default=_refuse)
-    except (CodecError, TypeError, ValueError, RecursionError):
-        return None
-
-
-def _refuse(obj: Any) -> Any:
-    raise TypeError(type(obj).__name__)
-
-
 def cache_key(name: str, code: str, arguments: Mapping[str, Any]) -> str | Uncacheable:
     """The cache key of one call of step ``name`` (``code`` from :func:`code_hash`)."""
     parts = [f"flowfn-cache:{KEY_FORMAT}", name, code]
     for param in sorted(arguments):
         value = arguments[param]
-        canonical = _canonical(value)
+        canonical = canonical_json(value)
         if canonical is None:
             kind = type(value).__qualname__
             return Uncacheable(f"argument {param!r} is {with_article(kind)}, which has "

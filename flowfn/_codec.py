@@ -159,6 +159,20 @@ def to_data(value: Any, annotation: Any) -> Any:
                           f"({type(exc).__name__}: {exc})"]) from None
 
 
+def canonical_json(value: Any) -> str | None:
+    """JSON of a value by its runtime types, keys sorted (for hashing); None if it has none."""
+    try:
+        data = _json.unstructure(value)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          default=_refuse)
+    except (TypeError, ValueError, RecursionError, AttributeError):
+        return None
+
+
+def _refuse(obj: Any) -> Any:
+    raise TypeError(type(obj).__name__)
+
+
 def encode(value: Any, annotation: Any) -> str:
     """``value`` as strict JSON text, by its annotation; :class:`CodecError` with the path."""
     data = to_data(value, annotation)
