@@ -26,31 +26,57 @@ from flowfn import SQLiteStore
 ROOT = Path(__file__).parent.parent
 ITERATIONS = int(os.environ.get("FLOWFN_CRASH_ITERATIONS", "12"))
 
-# argv: database, rows per flush, payload bytes, total rows, yield to the writer every n rows
+# argv: database, rows per flush, payload bytes, total rows, yield to the writer every n rows.
+# With "--zygote" instead, it imports everything once and then forks one writer process
+# per line read from stdin (same arguments, plus the file that receives its output): a
+# forked child is ready in milliseconds, so a dozen real SIGKILLs take about a second.
 CHILD = """
+import os
 import sys
 import trio
 from flowfn._store import SQLiteStore, StepRow, store_writer
 
-path, (per_flush, size, total, every) = sys.argv[1], map(int, sys.argv[2:])
-store = SQLiteStore(path)
-payload = '"' + "x" * size + '"'
 
-async def main():
-    async with store_writer(store, "run") as writer:
-        print("ready", flush=True)
-        for seq in range(1, total + 1):
-            writer.add(StepRow(f"step{seq}", "succeeded", payload, "h"))
-            if seq % per_flush == 0:
-                await writer.flush()
-                print(seq, flush=True)
-            elif every and seq % every == 0:
-                await trio.sleep(0)
-try:
-    trio.run(main)
-except Exception as exc:
-    print(f"{type(exc).__name__}: {exc}", flush=True)
-    sys.exit(3)
+def work(path, per_flush, size, total, every):
+    store = SQLiteStore(path)
+    payload = '"' + "x" * size + '"'
+
+    async def main():
+        async with store_writer(store, "run") as writer:
+            print("ready", flush=True)
+            for seq in range(1, total + 1):
+                writer.add(StepRow(f"step{seq}", "succeeded", payload, "h"))
+                if seq % per_flush == 0:
+                    await writer.flush()
+                    print(seq, flush=True)
+                elif every and seq % every == 0:
+                    await trio.sleep(0)
+    try:
+        trio.run(main)
+    except Exception as exc:
+        print(f"{type(exc).__name__}: {exc}", flush=True)
+        return 3
+    return 0
+
+
+def zygote():
+    for line in sys.stdin:
+        path, *numbers, out = line.split()
+        pid = os.fork()
+        if pid == 0:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(fd, 1)
+            sys.stdout = open(1, "w", closefd=False)
+            os._exit(work(path, *map(int, numbers)))
+        print(pid, flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(status, flush=True)
+
+
+if sys.argv[1] == "--zygote":
+    zygote()
+else:
+    sys.exit(work(sys.argv[1], *map(int, sys.argv[2:])))
 """
 
 
@@ -64,7 +90,8 @@ def child(path: Path, *args: int, env: dict[str, str] | None = None,
           preexec: object = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(path), *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         preexec_fn=preexec)  # type: ignore[arg-type]
 
@@ -85,22 +112,40 @@ def printed(out: str) -> list[int]:
     return [int(line) for line in out.split() if line.isdigit()]
 
 
+def wait_for_ready(out: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not (out.exists() and out.read_text().startswith("ready")):
+        assert time.monotonic() < deadline, "the writer process never got ready"
+        time.sleep(0.001)
+
+
 def test_random_sigkill_keeps_a_committed_prefix(tmp_path: Path) -> None:
     rng = random.Random(20261202)
-    for i in range(ITERATIONS):
-        path = tmp_path / f"r{i}.db"
-        fresh_store(path)
-        proc = child(path, rng.choice([1, 5, 40]), rng.choice([10, 300]), 1_000_000, 3)
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.15))
-        proc.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == -signal.SIGKILL
-        seqs = stored_seqs(path)
-        assert seqs == list(range(1, len(seqs) + 1)), f"iteration {i}: not a prefix"
-        flushed = printed(out)
-        assert not flushed or flushed[-1] <= len(seqs), f"iteration {i}: lost committed rows"
+    kept: list[int] = []
+    zygote = child(Path("--zygote"))
+    assert zygote.stdin is not None and zygote.stdout is not None
+    try:
+        for i in range(ITERATIONS):
+            path, out = tmp_path / f"r{i}.db", tmp_path / f"out{i}.txt"
+            fresh_store(path)
+            args = (rng.choice([1, 5, 40]), rng.choice([10, 300]), 1_000_000, 3)
+            zygote.stdin.write(f"{path} {' '.join(map(str, args))} {out}\n")
+            zygote.stdin.flush()
+            pid = int(zygote.stdout.readline())
+            wait_for_ready(out)
+            time.sleep(rng.uniform(0.0, 0.05))
+            os.kill(pid, signal.SIGKILL)
+            status = int(zygote.stdout.readline())
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+            seqs = stored_seqs(path)
+            assert seqs == list(range(1, len(seqs) + 1)), f"iteration {i}: not a prefix"
+            flushed = printed(out.read_text())
+            assert not flushed or flushed[-1] <= len(seqs), f"iteration {i}: lost rows"
+            kept.append(len(seqs))
+    finally:
+        zygote.communicate(timeout=30)  # closes its stdin: the zygote ends
+    # the kills landed while rows were being written, not all before or after
+    assert len(set(kept)) > ITERATIONS // 2, kept
 
 
 @pytest.mark.parametrize(("point", "kept", "flushed"), [
