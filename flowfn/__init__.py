@@ -33,6 +33,9 @@ from ._run import run as run
 from ._step import Backoff as Backoff
 from ._step import Step as Step
 from ._step import step as step
+from ._store import MemoryStore as MemoryStore
+from ._store import SQLiteStore as SQLiteStore
+from ._store import StoreError as StoreError
 from ._wiring import each as each
 
 __all__ = [
@@ -46,14 +49,17 @@ __all__ = [
     "InputError",
     "InputSpec",
     "MapLengthError",
+    "MemoryStore",
     "NotebookError",
     "Outcome",
     "RunFailed",
     "RunResult",
+    "SQLiteStore",
     "ShellError",
     "Span",
     "Step",
     "StepTimeout",
+    "StoreError",
     "Value",
     "arun",
     "ask",

@@ -17,14 +17,17 @@ PUBLIC = [
     "InputError",
     "InputSpec",
     "MapLengthError",
+    "MemoryStore",
     "NotebookError",
     "Outcome",
     "RunFailed",
     "RunResult",
+    "SQLiteStore",
     "ShellError",
     "Span",
     "Step",
     "StepTimeout",
+    "StoreError",
     "Value",
     "arun",
     "ask",
@@ -93,7 +96,7 @@ def test_outcome_types_are_trios_own() -> None:
 
 def test_exceptions_hierarchy() -> None:
     assert issubclass(flowfn.StepTimeout, TimeoutError)
-    for exc in (flowfn.GraphError, flowfn.InputError, flowfn.RunFailed):
+    for exc in (flowfn.GraphError, flowfn.InputError, flowfn.RunFailed, flowfn.StoreError):
         assert issubclass(exc, Exception)
 
 
