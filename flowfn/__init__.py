@@ -28,7 +28,9 @@ from ._result import RunResult as RunResult
 from ._result import Span as Span
 from ._result import current_span as current_span
 from ._result import step_span as step_span
+from ._run import aresume as aresume
 from ._run import arun as arun
+from ._run import resume as resume
 from ._run import run as run
 from ._step import Backoff as Backoff
 from ._step import Step as Step
@@ -61,6 +63,7 @@ __all__ = [
     "StepTimeout",
     "StoreError",
     "Value",
+    "aresume",
     "arun",
     "ask",
     "current_span",
@@ -68,6 +71,7 @@ __all__ = [
     "graph",
     "notebook",
     "race",
+    "resume",
     "run",
     "shell",
     "step",

@@ -50,11 +50,23 @@ class Kind:
 
 
 class FunctionKind(Kind):
-    """A plain step: its function, once per attempt, through its executor."""
+    """A plain step: its function, once per attempt, through its executor; with
+    ``@step(cache=True)`` and a store, the stored output of an identical earlier call."""
 
     async def run(self, run: RunState, node: Node, span: Span, kwargs: dict[str, Any],
                   fn: Callable[..., Any], held: Held) -> Any:
-        return await attempts(run, node, span, caller(run, node, span, fn, kwargs), held)
+        durable = run.shared.durable
+        if durable is None or not getattr(node.step, "cache", False) or fn is not node.step.fn:
+            return await attempts(run, node, span, caller(run, node, span, fn, kwargs), held)
+        key, value = durable.cached(node, span, kwargs)
+        if value is not MISSING:
+            run.start(span)
+            span.cached = True
+            return value
+        result = await attempts(run, node, span, caller(run, node, span, fn, kwargs), held)
+        if key is not None and is_output(result):
+            durable.remember(key, node, result)
+        return result
 
 
 def holding(node: Node, held: Held) -> Held:
@@ -199,7 +211,9 @@ class Items:
         ispan.input = kw
         try:
             await checkpoint_if_cancelled()  # the map was stopped: don't start
-            if self.simple:  # attempt.single, written out: one coroutine less per item
+            if run.settled and ispan.path in run.settled:
+                res = run.settled[ispan.path]  # a resumed run: this item settled before
+            elif self.simple:  # attempt.single, written out: one coroutine less per item
                 run.start(ispan)
                 try:
                     res = await fn(**kw)

@@ -64,9 +64,9 @@ class Span:
     # Slots keep a span small (a run creates one per step up front, and small objects
     # are what keeps a 10,000-step run in the CPU cache); ``__dict__`` is only created
     # when a step sets a custom attribute on its span.
-    __slots__ = ("__dict__", "_log", "abandoned", "attempt_started", "attempts", "cancel",
-                 "children", "ended", "error", "input", "name", "output", "path", "reason",
-                 "started", "status", "winner")
+    __slots__ = ("__dict__", "_log", "abandoned", "attempt_started", "attempts", "cached",
+                 "cancel", "children", "ended", "error", "input", "name", "output", "path",
+                 "reason", "started", "status", "winner")
 
     def __init__(self, name: str, path: str) -> None:
         self.name = name
@@ -85,6 +85,7 @@ class Span:
         self.children: Mapping[str, Span] = _NO_CHILDREN
         self.winner: str | None = None  # races only
         self.abandoned = False  # a thread left running after a timeout
+        self.cached = False  # the output came from the store's cache
         self.attempt_started: float | None = None
         self._log: tuple[Attempt, ...] = ()
 

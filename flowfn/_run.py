@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import trio
 
+from ._codec import encode, storable
+from ._durable import (
+    Durable,
+    check_storable,
+    flow_ref,
+    inputs_json,
+    restore,
+    slots,
+    stored_answers,
+    stored_result,
+)
 from ._errors import (
     GraphError,
     InputError,
@@ -26,6 +38,7 @@ from ._result import Event, RunResult, RunStatus, Span
 from ._scheduler import Runner
 from ._state import IN_PREDICATE, Asks, CancelReason, Shared, UnhandledFailure
 from ._step import Step
+from ._store import Store, StoredRun, StoreError, store_writer
 
 
 def _as_graph(flow: Graph | Step[Any, Any]) -> Graph:
@@ -48,10 +61,81 @@ async def arun(
     run_id: str | None = None,
     executor: str | Executor | None = None,
     answers: Mapping[str, Any] | None = None,
+    store: Store | None = None,
+    cache: str | None = None,
 ) -> RunResult:
     """Run ``flow`` inside the current trio program. See :func:`run`."""
     g = _as_graph(flow)
     context = f"run({g.name})"
+    options = _options(g, max_concurrency, limits, timeout, overrides, on_event, executor)
+    values = structure_inputs(g.name, g.inputs, inputs or {}, context=context)
+    given = check_answers(g, answers or {}, f"run({g.name}, answers=...)")
+    rid = run_id if run_id is not None else uuid.uuid4().hex
+    if store is None:
+        if cache is not None:
+            raise ValueError(f"run({g.name}, cache={cache!r}): caching keeps outputs in a "
+                             "store; pass store=SQLiteStore(...) too.")
+        return await _start(g, values, options, rid, Asks(given, virtual=_virtual_clock()))
+    _check_cache(g, cache)
+    check_storable(g, f"run({g.name}, store=...)")
+    stored = store.begin_run(rid, graph_name=g.name, flow_ref=flow_ref(flow),
+                             inputs_json=inputs_json(g.inputs, values, context))
+    if stored is not None and stored.status != "running":
+        return stored_result(g, stored)  # the same run, asked for again: nothing runs
+    settled: dict[str, Any] = {}
+    stale: list[str] = []
+    if stored is not None:  # interrupted: go on from what was committed
+        settled, stale = restore(g, stored, None, context)
+    asks = Asks(given, virtual=_virtual_clock())
+    durable = Durable(store, rid, g, cache=cache)
+    return await _start(g, values, options, rid, asks, durable, stored, settled, stale)
+
+
+async def aresume(
+    flow: Graph | Step[Any, Any],
+    run_id: str,
+    *,
+    store: Store,
+    answers: Mapping[str, Any] | None = None,
+    rerun: Sequence[str] | str | None = None,
+    max_concurrency: int | None = None,
+    limits: Mapping[str, int] | None = None,
+    timeout: float | None = None,
+    overrides: Mapping[Any, Any] | None = None,
+    on_event: Callable[[Event], object] | None = None,
+    executor: str | Executor | None = None,
+    cache: str | None = None,
+) -> RunResult:
+    """Continue a stored run inside the current trio program. See :func:`resume`."""
+    g = _as_graph(flow)
+    context = f"resume({g.name}, {run_id!r})"
+    options = _options(g, max_concurrency, limits, timeout, overrides, on_event, executor)
+    stored = store.load_run(run_id)
+    if stored is None:
+        raise StoreError(f"{context}: the store has no run {run_id!r}. Start it with "
+                         f"run({g.name}, inputs, store=..., run_id={run_id!r}).", run_id=run_id)
+    if stored.status == "succeeded":
+        return stored_result(g, stored)
+    values = structure_inputs(g.name, g.inputs, json.loads(stored.inputs_json),
+                              context=context)
+    prior, deadlines = stored_answers(stored)
+    given = check_answers(g, answers or {}, f"{context} answers")  # before any write
+    settled, stale = restore(g, stored, _rerun(g, rerun, stored, context), context)
+    _check_cache(g, cache)
+    forms = stored.forms
+    for path, value in given.items():
+        if path in forms and forms[path].answer_json is None:
+            store.answer_form(run_id, path, _answer_json(g, path, value))
+    asks = Asks({**check_answers(g, prior, context), **given}, deadlines,
+                virtual=_virtual_clock())
+    durable = Durable(store, run_id, g, cache=cache)
+    return await _start(g, values, options, run_id, asks, durable, stored, settled, stale)
+
+
+def _options(g: Graph, max_concurrency: int | None, limits: Mapping[str, int] | None,
+             timeout: float | None, overrides: Mapping[Any, Any] | None,
+             on_event: Callable[[Event], object] | None,
+             executor: str | Executor | None) -> dict[str, Any]:
     checked = check_overrides(g, overrides or {}, f"run({g.name}, overrides=...)")
     check_limits(g, limits or {}, f"run({g.name}, limits=...)")
     if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
@@ -66,17 +150,75 @@ async def arun(
             f"run({g.name}, max_concurrency={max_concurrency!r}): the cap must be a whole "
             "number >= 1, or None for no cap."
         )
-    values = structure_inputs(g.name, g.inputs, inputs or {}, context=context)
-    given = check_answers(g, answers or {}, f"run({g.name}, answers=...)")
+    return {"overrides": checked, "limits": limits or {}, "timeout": timeout,
+            "max_concurrency": max_concurrency, "on_event": on_event, "executor": executor}
+
+
+async def _start(g: Graph, values: dict[str, Any], options: dict[str, Any], run_id: str,
+                 asks: Asks, durable: Durable | None = None, stored: StoredRun | None = None,
+                 settled: dict[str, Any] | None = None,
+                 stale: list[str] | None = None) -> RunResult:
+    """Build the run's shared state and runner, run it, and (with a store) commit it."""
+    cap = options["max_concurrency"]
     shared = Shared(
-        {name: trio.CapacityLimiter(cap) for name, cap in (limits or {}).items()},
-        trio.CapacityLimiter(max_concurrency) if max_concurrency else None,
-        on_event,
-        Executors(executor),
-        asks=Asks(given, virtual=_virtual_clock()),
+        {name: trio.CapacityLimiter(n) for name, n in options["limits"].items()},
+        trio.CapacityLimiter(cap) if cap else None,
+        options["on_event"],
+        Executors(options["executor"]),
+        settle_hooks=(durable.settled,) if durable is not None else (),
+        asks=asks,
+        durable=durable,
     )
-    runner = Runner(g, values, shared, overrides=checked, run_id=run_id or uuid.uuid4().hex)
-    return await execute(runner, timeout)
+    runner = Runner(g, values, shared, overrides=options["overrides"], run_id=run_id,
+                    settled=settled)
+    if durable is None:
+        return await execute(runner, options["timeout"])
+    failed: RunFailed | None = None
+    async with store_writer(durable.store, run_id) as writer:
+        durable.writer = writer
+        try:
+            result = await execute(runner, options["timeout"])
+        except RunFailed as exc:
+            failed, result = exc, exc.result
+    result.stale = stale or []
+    durable.record_forms(result.waiting, stored)
+    output = None
+    if result.status == "succeeded" and storable(g.output_type) is None:
+        output = encode(result.output, g.output_type)
+    durable.store.finish_run(run_id, result.status, output)
+    if failed is not None:
+        raise failed
+    return result
+
+
+def _check_cache(g: Graph, cache: str | None) -> None:
+    if cache not in (None, "refresh"):
+        raise ValueError(f"run({g.name}, cache={cache!r}): cache= takes 'refresh' (recompute "
+                         "cached steps and overwrite their entries), or None.")
+
+
+def _rerun(g: Graph, rerun: Sequence[str] | str | None, stored: StoredRun,
+           context: str) -> list[str]:
+    if rerun is None:
+        return []
+    if rerun == "changed":
+        return restore(g, stored, None, context)[1]
+    if isinstance(rerun, str):
+        rerun = [rerun]
+    names = [r.name if isinstance(r, Step) else r for r in rerun]
+    known = set(slots(g))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        guess = did_you_mean(unknown[0], known)
+        hint = f" Did you mean {guess!r}?" if guess else ""
+        raise ValueError(f"{context}: rerun= names {', '.join(map(repr, unknown))}, but no "
+                         f"step of this graph has that name.{hint}")
+    return names
+
+
+def _answer_json(g: Graph, path: str, value: Any) -> str:
+    spec = _asks(g)[path]
+    return encode(value, spec.answer_type)
 
 
 async def execute(runner: Runner, timeout: float | None) -> RunResult:
@@ -134,6 +276,8 @@ def run(
     run_id: str | None = None,
     executor: str | Executor | None = None,
     answers: Mapping[str, Any] | None = None,
+    store: Store | None = None,
+    cache: str | None = None,
     clock: trio.abc.Clock | None = None,
 ) -> RunResult:
     """Run ``flow`` to completion and return its :class:`RunResult`.
@@ -154,13 +298,56 @@ def run(
       executor: where sync steps run unless their ``@step(executor=...)`` says otherwise:
         ``"thread"`` (the default), ``"inline"``, ``"process"``, or an executor object.
       answers: answers to ``ask()`` steps, by name (or ``branch/name`` path).
+      store: keep the run in a store (``SQLiteStore``, ``MemoryStore``): every step is
+        committed as it finishes, and ``resume()`` continues the run after a crash or
+        once its ``ask()`` steps are answered. With ``run_id``, the same id and inputs
+        return the stored result and run nothing.
+      cache: ``"refresh"`` recomputes ``@step(cache=True)`` steps and overwrites their
+        cached outputs.
       clock: a trio clock, e.g. ``trio.testing.MockClock`` for virtual time.
     """
     return trio.run(
         functools.partial(
             arun, flow, inputs, max_concurrency=max_concurrency, limits=limits,
             timeout=timeout, overrides=overrides, on_event=on_event, run_id=run_id,
-            executor=executor, answers=answers,
+            executor=executor, answers=answers, store=store, cache=cache,
+        ),
+        clock=clock,
+    )
+
+
+def resume(
+    flow: Graph | Step[Any, Any],
+    run_id: str,
+    *,
+    store: Store,
+    answers: Mapping[str, Any] | None = None,
+    rerun: Sequence[str] | str | None = None,
+    max_concurrency: int | None = None,
+    limits: Mapping[str, int] | None = None,
+    timeout: float | None = None,
+    overrides: Mapping[Any, Any] | None = None,
+    on_event: Callable[[Event], object] | None = None,
+    executor: str | Executor | None = None,
+    cache: str | None = None,
+    clock: trio.abc.Clock | None = None,
+) -> RunResult:
+    """Continue the stored run ``run_id``: after a crash, or with answers for its
+    ``ask()`` steps.
+
+    Steps whose success was committed are not run again: their outputs are read back
+    into the current return types (one ``InputError`` lists every stored value that no
+    longer fits). A step whose code changed since is reused and listed in
+    ``result.stale``; ``rerun=["step", ...]`` (or ``"changed"``) runs those steps and
+    everything after them again. Answers are validated before anything is written; a
+    bad one raises ``InputError`` and the run stays waiting. A finished run is returned
+    as stored. The other options are :func:`run`'s.
+    """
+    return trio.run(
+        functools.partial(
+            aresume, flow, run_id, store=store, answers=answers, rerun=rerun,
+            max_concurrency=max_concurrency, limits=limits, timeout=timeout,
+            overrides=overrides, on_event=on_event, executor=executor, cache=cache,
         ),
         clock=clock,
     )
@@ -219,7 +406,7 @@ def check_answers(graph: Graph, answers: Mapping[str, Any], context: str) -> dic
         converted, bad = structure(value, asks[path].answer_type, key)
         problems.extend(bad)
         if not bad:
-            out[key] = converted
+            out[path] = converted
     if problems:
         raise InputError(context, problems, noun="answer")
     return out

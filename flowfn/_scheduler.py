@@ -13,9 +13,9 @@ failure that nothing handles cancels the nursery: every running step is cancelle
 
 This module knows *when* a node runs; what running it means is its kind's business
 (``_kinds``), how one attempt runs is ``_attempt``'s, and where results go is the settle
-point of ``_state``. A run may start from steps that already settled (a resumed run):
-their results are fed through the settle point first, and only what they do not cover
-runs.
+point of ``_state``. A run may start from steps that already settled (a resumed run): when
+such a step's turn comes, its stored result goes through the settle point instead of the
+step, so only what the stored results do not cover runs.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from ._state import (
     IN_PREDICATE,
     NOTHING_HELD,
     OUTSIDE,
-    PENDING,
     CancelReason,
     Failed,
     Held,
@@ -70,7 +69,9 @@ class Runner(RunState):
         self.pending = list(graph.dep_counts)
         self.quiet = _quiet(graph)
         self.nodes, self.names = graph.nodes, graph.names
-        self.settled = settled or {}
+        # A resumed run: results settled before, by graph path; such steps are fed
+        # through the settle point instead of running (map items too, by their paths).
+        self.settled = parent_runner.settled if parent_runner is not None else settled or {}
         # Failures that Outcome parameters may still consume, by node index: [the failure,
         # how many consumers have not settled]. A failure no consumer received (they were
         # all skipped) fails the run after all, when the last consumer settles.
@@ -98,7 +99,7 @@ class Runner(RunState):
                 if timeout is not None:
                     nursery.cancel_scope.deadline = trio.current_time() + timeout
                     self.timeout = timeout
-                for n in self._ready():
+                for n in self.graph.roots:
                     nursery.start_soon(self._run_node, n, name=n.name)
         except BaseExceptionGroup as group:
             # Step failures never get here (they are results); only what must not be
@@ -117,18 +118,6 @@ class Runner(RunState):
             # that outlived it, steps that never started)
             self.timed_out = True
             self.stop_reason = CancelReason("timeout", seconds=self.timeout)
-
-    def _ready(self) -> list[Node]:
-        """The nodes to start: the roots, or for a run fed settled results, what those
-        results leave to do."""
-        if not self.settled:
-            return self.graph.roots
-        for node in self.nodes:  # topological order: a node's deps are fed before it
-            value = self.settled.get(node.name, MISSING)
-            if value is not MISSING and self.pending[node.index] == 0:
-                self.settle(self.span_list[node.index], value, node)
-        return [n for n in self.nodes if self.pending[n.index] == 0 and n.owner is None
-                and self.results[n.index] is PENDING and n.name not in self.settled]
 
     def why_stopped(self) -> CancelReason:
         if self.stop_reason is not None:
@@ -171,7 +160,9 @@ class Runner(RunState):
             current_span_var.set(span)
             try:
                 await checkpoint_if_cancelled()  # an outer cancel: don't start
-                if node.plain and self.fast:
+                if self.settled and span.path in self.settled:
+                    result = self.settled[span.path]  # a resumed run: settled before
+                elif node.plain and self.fast:
                     result = await self._plain(node, span)
                 else:
                     result = await self.body(node, span, self.held)

@@ -27,15 +27,15 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import outcome
 import trio
 
+from ._codec import answer_schema
 from ._errors import exc_line
 from ._executors import Executors
 from ._graph import Binding, Graph, Node
-from ._inputs import schema_of
 from ._result import Event, EventKind, Form, RunView, Span
 from ._step import MISSING
 from ._wiring import Mode
@@ -178,6 +178,15 @@ class UnhandledFailure:
 SettleHook = Callable[[Span, Any], None]
 
 
+class Caching(Protocol):
+    """What ``@step(cache=True)`` needs from a run's store (``_durable.Durable``)."""
+
+    def cached(self, node: Node, span: Span,
+               kwargs: Mapping[str, Any]) -> tuple[str | None, Any]: ...
+
+    def remember(self, key: str, node: Node, value: Any) -> None: ...
+
+
 class Asks:
     """The answers and deadlines of a run's ``ask()`` steps, by path (or name).
 
@@ -211,7 +220,7 @@ class Asks:
         return datetime.now(UTC)
 
     def schema(self, answer_type: Any) -> dict[str, Any]:
-        return schema_of(answer_type)
+        return answer_schema(answer_type)
 
 
 class Shared:
@@ -222,13 +231,14 @@ class Shared:
                  on_event: Callable[[Event], object] | None,
                  executors: Executors,
                  settle_hooks: tuple[SettleHook, ...] = (),
-                 asks: Asks | None = None) -> None:
+                 asks: Asks | None = None, durable: Caching | None = None) -> None:
         self.limiters = limiters
         self.global_limiter = global_limiter
         self.on_event = on_event
         self.executors = executors
         self.settle_hooks = settle_hooks
         self.asks = asks if asks is not None else Asks()
+        self.durable = durable
         self.failures: dict[str, BaseException] = {}
         self.waiting: list[Form] = []  # the forms of ask() steps waiting for an answer
 
@@ -280,6 +290,7 @@ class RunState:
         # Pipelined maps: item channels by (upstream, downstream) node index.
         self.streams: dict[tuple[int, int], trio.MemorySendChannel[Any]] = {}
         self.stream_recv: dict[int, trio.MemoryReceiveChannel[Any]] = {}
+        self.settled: Mapping[str, Any] = {}  # set by the scheduler (a resumed run)
 
     # --- what the scheduler provides ----------------------------------------------------
 

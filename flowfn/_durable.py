@@ -1,0 +1,322 @@
+"""A run's link to its store: what is written at the settle point, and what a resumed run
+reads back.
+
+The scheduler knows nothing of stores. A durable run gives it two things: a settle hook
+(:meth:`Durable.settled`), which turns every settled step and map item into a
+``StepRow`` for the run's group-commit writer, and a set of already-settled results by
+graph path (:func:`restore`), which the scheduler feeds through its settle point instead
+of running those steps. Outputs are JSON made from each step's *return annotation*
+(``_codec``), never pickle; every output the store will have to hold is checked before
+anything runs (:func:`check_storable`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, get_args
+
+from ._cachekey import Uncacheable, cache_key, code_hash, source_hash
+from ._codec import CodecError, decode, encode, storable, to_data
+from ._errors import GraphError, InputError, Problem, def_line, exc_line
+from ._graph import Graph, Node
+from ._inputs import InputSpec
+from ._result import Form, RunResult, Span
+from ._state import Failed, Skip, Waiting
+from ._step import MISSING
+from ._store import Form as StoredForm
+from ._store import StepRow, Store, StoredRun, Writer
+from ._types import EMPTY
+
+
+class Slot:
+    """What the store needs to know of one node, found by its graph path."""
+
+    __slots__ = ("annotation", "item_annotation", "node")
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.annotation = node.output_type
+        args = get_args(node.output_type) if node.mapped else ()
+        self.item_annotation = args[0] if args else EMPTY
+
+    @property
+    def checkpoint(self) -> bool:
+        return bool(getattr(self.node.step, "checkpoint", True))
+
+
+def slots(graph: Graph, prefix: str = "") -> dict[str, Slot]:
+    """Every node of ``graph`` and of its sub-workflows, by graph path."""
+    found: dict[str, Slot] = {}
+    for node in graph.nodes:
+        path = prefix + node.name
+        found[path] = Slot(node)
+        if node.kind == "subflow":
+            spec: Any = node.step.container
+            found.update(slots(spec.graph, path + "/"))
+    return found
+
+
+def _split_item(path: str) -> tuple[str, bool]:
+    """``fetch[3]`` -> (``fetch``, True); ``branch/step`` -> (itself, False)."""
+    if path.endswith("]") and "[" in path:
+        return path[:path.rindex("[")], True
+    return path, False
+
+
+def check_storable(graph: Graph, context: str) -> None:
+    """One ``GraphError`` naming every step whose output a store could not hold."""
+    problems: list[Problem] = []
+    for path, slot in slots(graph).items():
+        node = slot.node
+        if not slot.checkpoint or node.kind in ("race",):
+            continue
+        annotation = slot.item_annotation if node.mapped else slot.annotation
+        if node.mapped and slot.annotation is EMPTY:
+            annotation = EMPTY
+        why = storable(annotation)
+        if why is None:
+            continue
+        step = node.step
+        problems.append(Problem(def_line(step.fn, node.name, at=step.location), (
+            f"step {path!r}: a store keeps every output as JSON, but {why}.",
+            "Annotate the data it returns (-> list[Order]), or mark it "
+            "@step(checkpoint=False) to keep its output in memory and run it again on "
+            "resume (for clients and connections), or register a cattrs hook for the type.",
+        )))
+    if problems:
+        raise GraphError(context, problems)
+
+
+def inputs_json(specs: Mapping[str, InputSpec], values: Mapping[str, Any], context: str) -> str:
+    """The run's inputs as JSON (for the store and for ``resume``)."""
+    data: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, value in sorted(values.items()):
+        try:
+            data[name] = to_data(value, specs[name].type if name in specs else EMPTY)
+            json.dumps(data[name], allow_nan=False)
+        except (CodecError, TypeError, ValueError):
+            problems.append(f"{name}: a run with a store keeps its inputs as JSON, and "
+                            f"{type(value).__name__} has no JSON form; pass data, or run "
+                            "without a store")
+    if problems:
+        raise InputError(context, problems)
+    return json.dumps(data, sort_keys=True, allow_nan=False, separators=(",", ":"))
+
+
+class Durable:
+    """The store side of one run: the settle hook, the cache, and the run's forms."""
+
+    def __init__(self, store: Store, run_id: str, graph: Graph, *,
+                 cache: str | None = None) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.slots = slots(graph)
+        self.refresh = cache == "refresh"
+        self.writer: Writer | None = None
+        self._hashes: dict[str, str] = {}
+
+    def code(self, path: str) -> str:
+        base, _ = _split_item(path)
+        found = self._hashes.get(base)
+        if found is None:
+            slot = self.slots.get(base)
+            found = source_hash(slot.node.step.fn) if slot is not None else ""
+            self._hashes[base] = found
+        return found
+
+    def settled(self, span: Span, result: Any) -> None:
+        """The settle hook: queue the row of a settled step or map item."""
+        writer = self.writer
+        if writer is None:
+            return
+        path = span.path
+        base, item = _split_item(path)
+        slot = self.slots.get(base)
+        if slot is None or not slot.checkpoint:
+            return
+        kind = type(result)
+        if kind is Waiting or kind is Skip:
+            return  # asked again (or re-evaluated) on resume
+        if kind is Failed:
+            row = StepRow(path, "failed", None, self.code(path), span.attempts or 1,
+                          exc_line(result.error))
+        else:
+            annotation = slot.item_annotation if item else slot.annotation
+            try:
+                text = encode(result, annotation)
+            except CodecError:
+                return  # not stored: it runs again on resume (see failing_output)
+            row = StepRow(path, "succeeded", text, self.code(path), span.attempts or 1)
+        writer.add(row)
+
+    # --- cache ----------------------------------------------------------------------
+
+    def cached(self, node: Node, span: Span, kwargs: Mapping[str, Any]) -> tuple[str | None, Any]:
+        """``(key, output)`` of a ``@step(cache=True)`` call: the stored output on a hit,
+        ``MISSING`` on a miss; key None when the call cannot be cached (the span says
+        why)."""
+        step = node.step
+        code = code_hash(step.fn, version=getattr(step, "version", None))
+        key = cache_key(f"{step.fn.__module__}.{step.fn.__qualname__}", code, kwargs)
+        if isinstance(key, Uncacheable):
+            span.reason = f"not cached: {key.reason}"
+            return None, MISSING
+        if self.refresh:
+            return key, MISSING
+        text = self.store.cache_get(key)
+        if text is None:
+            return key, MISSING
+        try:
+            return key, decode(text, node.output_type)
+        except CodecError:
+            return key, MISSING  # written for another return type: compute it again
+
+    def remember(self, key: str, node: Node, value: Any) -> None:
+        try:
+            text = encode(value, node.output_type)
+        except CodecError:
+            return
+        self.store.cache_put(key, node.name, text)
+
+    # --- forms ----------------------------------------------------------------------
+
+    def record_forms(self, forms: list[Form], stored: StoredRun | None) -> None:
+        known = stored.forms if stored is not None else {}
+        for form in forms:
+            if form.path not in known:
+                self.store.record_form(self.run_id, StoredForm(
+                    form.path, form.title, form.schema, form.deadline))
+
+
+def restore(graph: Graph, stored: StoredRun, rerun: Iterable[str] | None,
+            context: str) -> tuple[dict[str, Any], list[str]]:
+    """The stored successful outputs, read back into the current return types, by path;
+    and the paths whose code changed since (stale). Steps to ``rerun`` and everything
+    downstream of them are left out. One ``InputError`` lists every stored value that no
+    longer fits its type."""
+    table = slots(graph)
+    settled: dict[str, Any] = {}
+    stale: list[str] = []
+    problems: list[str] = []
+    for path, row in stored.steps.items():
+        if row.status != "succeeded" or row.output_json is None:
+            continue
+        base, item = _split_item(path)
+        slot = table.get(base)
+        if slot is None or not slot.checkpoint:
+            continue  # a step no longer in the graph
+        annotation = slot.item_annotation if item else slot.annotation
+        try:
+            settled[path] = decode(row.output_json, annotation)
+        except CodecError as exc:
+            problems.extend(f"{path}: {p}" for p in exc.problems)
+            continue
+        if row.code_hash and row.code_hash != source_hash(slot.node.step.fn):
+            stale.append(base)
+    if problems:
+        raise InputError(context, problems, noun="stored value")
+    stale = sorted(set(stale))
+    for path in _downstream(graph, list(rerun or ())):
+        for key in [k for k in settled if k == path or _split_item(k)[0] == path
+                    or k.startswith(path + "/")]:
+            del settled[key]
+    return settled, stale
+
+
+def _downstream(graph: Graph, paths: list[str]) -> set[str]:
+    """The given top-level steps (or ``branch/step`` paths) and everything after them."""
+    out: set[str] = set()
+    todo = [graph.by_name[p.partition("/")[0]] for p in paths
+            if p.partition("/")[0] in graph.by_name]
+    out.update(p for p in paths if "/" in p)
+    while todo:
+        node = todo.pop()
+        if node.name in out:
+            continue
+        out.add(node.name)
+        todo.extend(node.dependents)
+    return out
+
+
+def stored_answers(stored: StoredRun) -> tuple[dict[str, Any], dict[str, datetime]]:
+    """The answers given in earlier resumes (as JSON data) and every form's deadline."""
+    answers = {name: json.loads(f.answer_json) for name, f in stored.forms.items()
+               if f.answer_json is not None}
+    deadlines = {name: f.deadline for name, f in stored.forms.items()
+                 if f.deadline is not None}
+    return answers, deadlines
+
+
+def flow_ref(flow: Any) -> str | None:
+    """Where the flow can be imported from (``module:name``), for ``flowfn resume``."""
+    module_name = getattr(getattr(flow, "step", None), "__module__", None)
+    candidates = [getattr(flow, "__module__", None), module_name]
+    nodes = getattr(flow, "nodes", None)
+    if nodes:
+        candidates.append(nodes[-1].step.fn.__module__)
+    for name in candidates:
+        module = sys.modules.get(name) if name else None
+        if module is None:
+            continue
+        for attr, value in vars(module).items():
+            if value is flow:
+                where = name if name != "__main__" else getattr(module, "__file__", name)
+                return f"{where}:{attr}"
+    return None
+
+
+def stored_result(graph: Graph, stored: StoredRun) -> RunResult:
+    """A finished (or waiting) run as the store holds it: nothing runs."""
+    table = slots(graph)
+    spans: dict[str, Span] = {}
+    for path, row in sorted(stored.steps.items(), key=lambda kv: kv[1].seq):
+        span = _span_at(spans, path)
+        span.status = "succeeded" if row.status == "succeeded" else "failed"
+        span.attempts = row.attempts
+        base, item = _split_item(path)
+        slot = table.get(base)
+        if row.output_json is not None and slot is not None:
+            annotation = slot.item_annotation if item else slot.annotation
+            try:
+                span.output = decode(row.output_json, annotation)
+            except CodecError:
+                span.output = json.loads(row.output_json)
+    output = None
+    if stored.output_json is not None:
+        try:
+            output = decode(stored.output_json, graph.output_type)
+        except CodecError:
+            output = json.loads(stored.output_json)
+    forms = [Form(f.name.rpartition("/")[2], f.name, f.title, f.schema, f.deadline)
+             for f in stored.waiting]
+    for form in forms:
+        _span_at(spans, form.path).status = "waiting"
+    status: Any = stored.status if stored.status != "running" else "cancelled"
+    return RunResult(run_id=stored.run_id, status=status, output=output, spans=spans,
+                     failures={}, graph_name=stored.graph_name, waiting=forms)
+
+
+def _span_at(spans: dict[str, Span], path: str) -> Span:
+    """The span at ``path`` in a tree of spans, created (with its parents) if missing."""
+    parts = path.split("/")
+    level = spans
+    prefix = ""
+    span: Span | None = None
+    for i, part in enumerate(parts):
+        base, item = _split_item(part)
+        for name in ([base, part] if item else [part]):
+            full = prefix + name
+            span = level.get(name)
+            if span is None:
+                span = level[name] = Span(name, full)
+            if name != part or i < len(parts) - 1:
+                if not isinstance(span.children, dict):
+                    span.children = {}
+                level = span.children
+        prefix += part + "/"
+    assert span is not None
+    return span
