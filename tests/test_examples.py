@@ -125,6 +125,15 @@ EXPECTED_OUTPUT: dict[str, list[str]] = {
         r"^parse\[4\] +succeeded ",
         r"^parse\[1\] started before the last fetch finished: True$",
     ],
+    "log_files": [
+        r"^12 requests in 3 files, statuses \{200: 6, 201: 1, 204: 1, 404: 1, 500: 1, "
+        r"502: 1, 503: 1\}$",
+        r"^slowest: /orders in api-2\.log \(1200 ms\)$",
+        r"^unreadable: broken\.log:2: not a request line: 'this line is not a request'$",
+        r"^ALERT: 3 server errors \(more than 2\)$",
+        r"^parse_log\[3\] +failed .* ValueError: broken\.log:2: ",
+        r"^files parsed: 4, failed: \['parse_log'\]$",
+    ],
 }
 
 
@@ -414,6 +423,40 @@ def test_map_pipeline_with_other_pages(flow_run) -> None:
     urls = ["https://x.org/help", "https://x.org/about"]
     result = flow_run(module.flow, {"site": "x.org"}, overrides={module.list_urls: urls})
     assert result.output == {"pages": ["help", "about"], "words": 2 * 4 + 2 * 5}
+
+
+def test_log_files(flow_run, tmp_path: Path) -> None:
+    module = example("log_files")
+    module.write_sample_logs(tmp_path)
+    result = flow_run(module.flow, {"folder": str(tmp_path)})
+    summary = result["summarize"]
+    assert summary.files == 3 and summary.requests == 12 and summary.server_errors == 3
+    assert summary.slowest == ("api-2.log", "/orders", 1200)
+    assert list(summary.unreadable) == ["broken.log"]
+    items = result.spans["parse_log"].children
+    assert [span.input["path"].name for span in items.values()] == [
+        "api-1.log", "api-2.log", "api-3.log", "broken.log"]  # README.txt is not a log
+    assert items["parse_log[3]"].status == "failed"
+    assert list(result.failures) == ["parse_log"]  # handled by the Outcome, still recorded
+    assert result.spans["alert"].status == "succeeded"
+    assert result.output.endswith("ALERT: 3 server errors (more than 2)")
+
+
+def test_log_files_below_the_alert_threshold(flow_run, tmp_path: Path) -> None:
+    module = example("log_files")
+    module.write_sample_logs(tmp_path)
+    result = flow_run(module.flow, {"folder": tmp_path, "max_server_errors": 3})
+    assert result.spans["alert"].status == "skipped"
+    assert result.spans["report"].input["alert"] is None
+    assert "ALERT" not in result.output
+
+
+def test_log_files_with_no_readable_file(flow_run, tmp_path: Path) -> None:
+    (tmp_path / "bad.log").write_text("nonsense\n", encoding="utf-8")
+    result = flow_run(example("log_files").flow, {"folder": tmp_path}, expect_failure=True)
+    assert str(result.error).startswith(
+        "step 'summarize' failed on attempt 1: ValueError: none of the 1 log files could "
+        "be read")
 
 
 # --- scripts ------------------------------------------------------------------------------
