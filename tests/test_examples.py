@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from flowfn import Graph, RunFailed, StepTimeout
@@ -124,6 +125,13 @@ EXPECTED_OUTPUT: dict[str, list[str]] = {
         r"^fetch\[4\] +succeeded ",
         r"^parse\[4\] +succeeded ",
         r"^parse\[1\] started before the last fetch finished: True$",
+    ],
+    "feature_pipeline": [
+        r"^customer +$",
+        r"^c0 +45 +1045\.0 +23\.22 +43\.0 +2 +88 +0\.50 +0\.00 +0\.50 +0\.00$",
+        r"^customers: 6, features: 10$",
+        r"^churn risk: \['c5', 'c4', 'c3', 'c2'\]$",
+        r"^category_mix +succeeded ",
     ],
     "log_files": [
         r"^12 requests in 3 files, statuses \{200: 6, 201: 1, 204: 1, 404: 1, 500: 1, "
@@ -423,6 +431,38 @@ def test_map_pipeline_with_other_pages(flow_run) -> None:
     urls = ["https://x.org/help", "https://x.org/about"]
     result = flow_run(module.flow, {"site": "x.org"}, overrides={module.list_urls: urls})
     assert result.output == {"pages": ["help", "about"], "words": 2 * 4 + 2 * 5}
+
+
+def test_feature_pipeline(flow_run) -> None:
+    result = flow_run(example("feature_pipeline").flow, {"as_of": "2026-04-01"})
+    table = result.output["feature_table"]
+    assert table.index.tolist() == ["c0", "c1", "c2", "c3", "c4", "c5"]
+    assert table.loc["c0", "orders"] == 45 and table.loc["c5", "days_since_last"] == 62
+    shares = table[[c for c in table.columns if c.startswith("share_")]]
+    assert (shares.sum(axis=1) - 1).abs().max() < 0.02  # rounded shares still add up
+    assert result.output["churn_risk"] == ["c5", "c4", "c3", "c2"]
+    assert str(result.spans["recency_features"].input["as_of"]) == "2026-04-01"
+    ended = result.spans["purchases"].ended
+    for name in ("spend_features", "recency_features", "category_mix"):
+        assert result.spans[name].started == ended  # all three as soon as the data exists
+
+
+def test_feature_pipeline_on_other_data(flow_run) -> None:
+    module = example("feature_pipeline")
+    rows = pd.DataFrame({
+        "customer": ["a", "a", "b"],
+        "date": pd.to_datetime(["2026-03-01", "2026-03-31", "2026-01-15"]),
+        "category": ["books", "travel", "books"],
+        "amount": [10.0, 30.0, 5.0],
+    })
+    result = flow_run(module.flow, {"quiet_days": 10}, overrides={module.purchases: rows})
+    table = result.output["feature_table"]
+    assert table.loc["a"].to_dict() == {
+        "orders": 2, "total_spend": 40.0, "mean_basket": 20.0, "max_basket": 30.0,
+        "days_since_last": 1, "active_days": 30, "share_groceries": 0.0,
+        "share_travel": 0.75, "share_electronics": 0.0, "share_books": 0.25}
+    assert result.output["churn_risk"] == ["b"]
+    assert module.churn_risk(table, quiet_days=0) == ["b", "a"]  # still the plain function
 
 
 def test_log_files(flow_run, tmp_path: Path) -> None:
