@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import trio
 
 from flowfn import Graph, RunFailed, StepTimeout
 
@@ -132,6 +133,13 @@ EXPECTED_OUTPUT: dict[str, list[str]] = {
         r"^customers: 6, features: 10$",
         r"^churn risk: \['c5', 'c4', 'c3', 'c2'\]$",
         r"^category_mix +succeeded ",
+    ],
+    "http_fanout": [
+        r"^stars per team: \{'data': 639, 'web': 459, 'compilers': 96\}$",
+        r"^missing users: \{6: 'GET /users/6: not found'\}$",
+        r"^requests: 20, at most [1-4] in flight \(limit 4: True\)$",
+        r"^profile\[2\] attempts: 2$",
+        r"^profile\[5\] +failed .* NotFound: GET /users/6: not found$",
     ],
     "log_files": [
         r"^12 requests in 3 files, statuses \{200: 6, 201: 1, 204: 1, 404: 1, 500: 1, "
@@ -463,6 +471,43 @@ def test_feature_pipeline_on_other_data(flow_run) -> None:
         "share_travel": 0.75, "share_electronics": 0.0, "share_books": 0.25}
     assert result.output["churn_risk"] == ["b"]
     assert module.churn_risk(table, quiet_days=0) == ["b", "a"]  # still the plain function
+
+
+@pytest.mark.parametrize("limit", [4, 2])
+def test_http_fanout(limit: int) -> None:
+    # Real sockets, so a real clock: under flow_run's autojumping MockClock, trio would
+    # see every task waiting on the network and leap to httpx's own timeout.
+    module = example("http_fanout")
+    with module.serve() as api:
+        result = trio.run(module.fetch_team_stars, api.url, limit)
+    assert result.output == {"stars": {"data": 639, "web": 459, "compilers": 96},
+                             "missing": {6: "GET /users/6: not found"}}
+    assert 1 <= api.max_in_flight <= limit
+    assert len(api.requests) == 20 and api.requests.count("/users/3") == 2  # one retry
+    profile3 = result.spans["profile"].children["profile[2]"]
+    assert profile3.attempts == 2 and type(profile3.attempt_log[0].error).__name__ == (
+        "Unavailable")
+    assert result.spans["profile"].children["profile[5]"].attempts == 1  # 404: no retry
+    assert sorted(result.failures) == ["profile", "repos"]
+
+
+def test_http_fanout_logic_in_virtual_time(flow_run) -> None:
+    module = example("http_fanout")
+
+    async def fake_profile(user_id: int, client: object) -> object:
+        await trio.sleep(0.1 * user_id)
+        if user_id == 2:
+            raise module.NotFound("GET /users/2: not found")
+        return module.User(user_id, f"u{user_id}", "odd" if user_id % 2 else "even")
+
+    result = flow_run(module.flow, {"client": None}, limits={"api": 4}, overrides={
+        module.user_ids: [1, 2, 3, 4],
+        module.profile: fake_profile,
+        module.repos: lambda user_id, client: [module.Repo("r", user_id)],
+    })
+    assert result.output == {"stars": {"even": 4, "odd": 4},
+                             "missing": {2: "GET /users/2: not found"}}
+    assert result.spans["team_stars"].started == pytest.approx(0.4)  # the slowest profile
 
 
 def test_log_files(flow_run, tmp_path: Path) -> None:
