@@ -192,7 +192,8 @@ class _Handler(BaseHTTPRequestHandler):
 def serve() -> Iterator[DemoAPI]:
     """Run the demo API in a background thread for the duration of the ``with`` block."""
     api = DemoAPI()
-    thread = threading.Thread(target=api.serve_forever, daemon=True)
+    # A short poll interval: shutdown() waits for the server loop's next poll.
+    thread = threading.Thread(target=api.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield api
