@@ -21,7 +21,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pandas as pd
 import pytest
+import trio
 
 from flowfn import Graph, RunFailed, StepTimeout
 
@@ -124,6 +126,29 @@ EXPECTED_OUTPUT: dict[str, list[str]] = {
         r"^fetch\[4\] +succeeded ",
         r"^parse\[4\] +succeeded ",
         r"^parse\[1\] started before the last fetch finished: True$",
+    ],
+    "feature_pipeline": [
+        r"^customer +$",
+        r"^c0 +45 +1045\.0 +23\.22 +43\.0 +2 +88 +0\.50 +0\.00 +0\.50 +0\.00$",
+        r"^customers: 6, features: 10$",
+        r"^churn risk: \['c5', 'c4', 'c3', 'c2'\]$",
+        r"^category_mix +succeeded ",
+    ],
+    "http_fanout": [
+        r"^stars per team: \{'data': 639, 'web': 459, 'compilers': 96\}$",
+        r"^missing users: \{6: 'GET /users/6: not found'\}$",
+        r"^requests: 20, at most [1-4] in flight \(limit 4: True\)$",
+        r"^profile\[2\] attempts: 2$",
+        r"^profile\[5\] +failed .* NotFound: GET /users/6: not found$",
+    ],
+    "log_files": [
+        r"^12 requests in 3 files, statuses \{200: 6, 201: 1, 204: 1, 404: 1, 500: 1, "
+        r"502: 1, 503: 1\}$",
+        r"^slowest: /orders in api-2\.log \(1200 ms\)$",
+        r"^unreadable: broken\.log:2: not a request line: 'this line is not a request'$",
+        r"^ALERT: 3 server errors \(more than 2\)$",
+        r"^parse_log\[3\] +failed .* ValueError: broken\.log:2: ",
+        r"^files parsed: 4, failed: \['parse_log'\]$",
     ],
 }
 
@@ -414,6 +439,109 @@ def test_map_pipeline_with_other_pages(flow_run) -> None:
     urls = ["https://x.org/help", "https://x.org/about"]
     result = flow_run(module.flow, {"site": "x.org"}, overrides={module.list_urls: urls})
     assert result.output == {"pages": ["help", "about"], "words": 2 * 4 + 2 * 5}
+
+
+def test_feature_pipeline(flow_run) -> None:
+    result = flow_run(example("feature_pipeline").flow, {"as_of": "2026-04-01"})
+    table = result.output["feature_table"]
+    assert table.index.tolist() == ["c0", "c1", "c2", "c3", "c4", "c5"]
+    assert table.loc["c0", "orders"] == 45 and table.loc["c5", "days_since_last"] == 62
+    shares = table[[c for c in table.columns if c.startswith("share_")]]
+    assert (shares.sum(axis=1) - 1).abs().max() < 0.02  # rounded shares still add up
+    assert result.output["churn_risk"] == ["c5", "c4", "c3", "c2"]
+    assert str(result.spans["recency_features"].input["as_of"]) == "2026-04-01"
+    ended = result.spans["purchases"].ended
+    for name in ("spend_features", "recency_features", "category_mix"):
+        assert result.spans[name].started == ended  # all three as soon as the data exists
+
+
+def test_feature_pipeline_on_other_data(flow_run) -> None:
+    module = example("feature_pipeline")
+    rows = pd.DataFrame({
+        "customer": ["a", "a", "b"],
+        "date": pd.to_datetime(["2026-03-01", "2026-03-31", "2026-01-15"]),
+        "category": ["books", "travel", "books"],
+        "amount": [10.0, 30.0, 5.0],
+    })
+    result = flow_run(module.flow, {"quiet_days": 10}, overrides={module.purchases: rows})
+    table = result.output["feature_table"]
+    assert table.loc["a"].to_dict() == {
+        "orders": 2, "total_spend": 40.0, "mean_basket": 20.0, "max_basket": 30.0,
+        "days_since_last": 1, "active_days": 30, "share_groceries": 0.0,
+        "share_travel": 0.75, "share_electronics": 0.0, "share_books": 0.25}
+    assert result.output["churn_risk"] == ["b"]
+    assert module.churn_risk(table, quiet_days=0) == ["b", "a"]  # still the plain function
+
+
+@pytest.mark.parametrize("limit", [4, 2])
+def test_http_fanout(limit: int) -> None:
+    # Real sockets, so a real clock: under flow_run's autojumping MockClock, trio would
+    # see every task waiting on the network and leap to httpx's own timeout.
+    module = example("http_fanout")
+    with module.serve() as api:
+        result = trio.run(module.fetch_team_stars, api.url, limit)
+    assert result.output == {"stars": {"data": 639, "web": 459, "compilers": 96},
+                             "missing": {6: "GET /users/6: not found"}}
+    assert 1 <= api.max_in_flight <= limit
+    assert len(api.requests) == 20 and api.requests.count("/users/3") == 2  # one retry
+    profile3 = result.spans["profile"].children["profile[2]"]
+    assert profile3.attempts == 2 and type(profile3.attempt_log[0].error).__name__ == (
+        "Unavailable")
+    assert result.spans["profile"].children["profile[5]"].attempts == 1  # 404: no retry
+    assert sorted(result.failures) == ["profile", "repos"]
+
+
+def test_http_fanout_logic_in_virtual_time(flow_run) -> None:
+    module = example("http_fanout")
+
+    async def fake_profile(user_id: int, client: object) -> object:
+        await trio.sleep(0.1 * user_id)
+        if user_id == 2:
+            raise module.NotFound("GET /users/2: not found")
+        return module.User(user_id, f"u{user_id}", "odd" if user_id % 2 else "even")
+
+    result = flow_run(module.flow, {"client": None}, limits={"api": 8}, overrides={
+        module.user_ids: [1, 2, 3, 4],
+        module.profile: fake_profile,
+        module.repos: lambda user_id, client: [module.Repo("r", user_id)],
+    })
+    assert result.output == {"stars": {"even": 4, "odd": 4},
+                             "missing": {2: "GET /users/2: not found"}}
+    assert result.spans["team_stars"].started == pytest.approx(0.4)  # the slowest profile
+
+
+def test_log_files(flow_run, tmp_path: Path) -> None:
+    module = example("log_files")
+    module.write_sample_logs(tmp_path)
+    result = flow_run(module.flow, {"folder": str(tmp_path)})
+    summary = result["summarize"]
+    assert summary.files == 3 and summary.requests == 12 and summary.server_errors == 3
+    assert summary.slowest == ("api-2.log", "/orders", 1200)
+    assert list(summary.unreadable) == ["broken.log"]
+    items = result.spans["parse_log"].children
+    assert [span.input["path"].name for span in items.values()] == [
+        "api-1.log", "api-2.log", "api-3.log", "broken.log"]  # README.txt is not a log
+    assert items["parse_log[3]"].status == "failed"
+    assert list(result.failures) == ["parse_log"]  # handled by the Outcome, still recorded
+    assert result.spans["alert"].status == "succeeded"
+    assert result.output.endswith("ALERT: 3 server errors (more than 2)")
+
+
+def test_log_files_below_the_alert_threshold(flow_run, tmp_path: Path) -> None:
+    module = example("log_files")
+    module.write_sample_logs(tmp_path)
+    result = flow_run(module.flow, {"folder": tmp_path, "max_server_errors": 3})
+    assert result.spans["alert"].status == "skipped"
+    assert result.spans["report"].input["alert"] is None
+    assert "ALERT" not in result.output
+
+
+def test_log_files_with_no_readable_file(flow_run, tmp_path: Path) -> None:
+    (tmp_path / "bad.log").write_text("nonsense\n", encoding="utf-8")
+    result = flow_run(example("log_files").flow, {"folder": tmp_path}, expect_failure=True)
+    assert str(result.error).startswith(
+        "step 'summarize' failed on attempt 1: ValueError: none of the 1 log files could "
+        "be read")
 
 
 # --- scripts ------------------------------------------------------------------------------
