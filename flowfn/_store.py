@@ -191,6 +191,7 @@ class Writer:
     def __init__(self, store: Store, run_id: str):
         self.run_id = run_id
         self.error: StoreError | None = None
+        self.dead = False  # the commit loop ended with an exception not from the store
         self._store = store
         self._next_seq = store.next_seq(run_id)  # of the first pending row
         self._pending: list[StepRow] = []
@@ -218,6 +219,9 @@ class Writer:
         while self._committed < target:
             if self.error is not None:
                 raise self.error
+            if self.dead:
+                raise StoreError(f"run {self.run_id!r}: the writer stopped before committing "
+                                 "every row", run_id=self.run_id)
             await self._progress.wait()
         if self.error is not None:
             raise self.error
@@ -239,6 +243,10 @@ class Writer:
                 self._progress.set()
                 self._cancel.cancel()  # the run stops: it must not go on as if stored
                 return
+            except BaseException:  # not the store's doing (a bug, an interrupt): whoever
+                self.dead = True    # waits in flush() must not wait forever
+                self._progress.set()
+                raise
             self._committed += len(batch)
             progress, self._progress = self._progress, trio.Event()
             progress.set()
