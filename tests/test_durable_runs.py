@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import flows_durable as fd
 import pytest
 import trio
 import trio.testing
@@ -34,7 +35,6 @@ from flowfn import (
     run,
     step,
 )
-import flows_durable as fd
 
 ROOT = Path(__file__).parent.parent
 SCRIPT = ROOT / "tests" / "flows_durable.py"
@@ -148,7 +148,7 @@ def test_a_finished_run_is_returned_as_stored_and_nothing_runs(tmp_path: Path) -
     again = in_virtual_time(arun, fd.flow, store=store, run_id="job-1")
     resumed = in_virtual_time(aresume, fd.flow, "job-1", store=store)
     assert first.output == again.output == resumed.output == fd.EXPECTED
-    assert fd.COMPLETED == ran  # nothing ran the second and third time
+    assert ran == fd.COMPLETED  # nothing ran the second and third time
     assert again.status == resumed.status == "succeeded"
 
 
