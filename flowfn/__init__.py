@@ -9,6 +9,8 @@ from ._errors import InputError as InputError
 from ._errors import MapLengthError as MapLengthError
 from ._errors import RunFailed as RunFailed
 from ._errors import StepTimeout as StepTimeout
+from ._executors import Executor as Executor
+from ._executors import WorkerDied as WorkerDied
 from ._graph import Graph as Graph
 from ._graph import graph as graph
 from ._inputs import InputSpec as InputSpec
@@ -27,6 +29,7 @@ from ._result import current_span as current_span
 from ._result import step_span as step_span
 from ._run import arun as arun
 from ._run import run as run
+from ._sending import RemoteError as RemoteError
 from ._step import Backoff as Backoff
 from ._step import Step as Step
 from ._step import step as step
@@ -37,6 +40,7 @@ __all__ = [
     "Backoff",
     "Error",
     "Event",
+    "Executor",
     "Graph",
     "GraphError",
     "InputError",
@@ -44,6 +48,7 @@ __all__ = [
     "MapLengthError",
     "NotebookError",
     "Outcome",
+    "RemoteError",
     "RunFailed",
     "RunResult",
     "ShellError",
@@ -51,6 +56,7 @@ __all__ = [
     "Step",
     "StepTimeout",
     "Value",
+    "WorkerDied",
     "arun",
     "current_span",
     "each",

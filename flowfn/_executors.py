@@ -186,6 +186,20 @@ _BUILTIN: dict[str, Callable[[], Executor] | tuple[str, str, str]] = {
 }
 
 
+class WorkerDied(RuntimeError):
+    """The worker process running a step ended without returning (it crashed, was
+    killed, or called ``os._exit``). Retries apply."""
+
+    __module__ = "flowfn"
+
+    def __init__(self, message: str, exitcode: int | None = None) -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.exitcode))
+
+
 class ExecutorMissing(RuntimeError):
     """A step names an executor whose optional dependencies are not installed."""
 
@@ -315,7 +329,8 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 _run_threads: trio.lowlevel.RunVar[ThreadExecutor] = trio.lowlevel.RunVar("flowfn_threads")
 
 
-def _threads_of_this_run() -> ThreadExecutor:
+def threads_of_this_run() -> ThreadExecutor:
+    """The thread executor of the current trio run (results come back to this run)."""
     try:
         return _run_threads.get()
     except LookupError:
@@ -331,7 +346,7 @@ async def in_thread(fn: Callable[..., Any], kwargs: dict[str, Any], *, abandon: 
     Python thread cannot be interrupted); otherwise cancellation waits for the thread,
     so no work outlives the run.
     """
-    return await _threads_of_this_run().run_sync(fn, kwargs, lambda: abandon)
+    return await threads_of_this_run().run_sync(fn, kwargs, lambda: abandon)
 
 
 async def call(fn: Callable[..., Any], kwargs: dict[str, Any], executor: str, *,

@@ -119,7 +119,7 @@ def travel_ready(exc: BaseException) -> BaseException:
     """``exc`` with the remote traceback as a note, or a :class:`RemoteError` if ``exc``
     would not survive pickling."""
     text = "".join(traceback.format_exception(exc))
-    where = f"worker process {os.getpid()} on {socket.gethostname()}"
+    where = f"process {os.getpid()} on {socket.gethostname()}"
     exc.add_note(f"Traceback in {where}:\n{text.rstrip()}")
     try:
         pickle.loads((cloudpickle or pickle).dumps(exc))
