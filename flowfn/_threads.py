@@ -217,6 +217,7 @@ async def run_sync(inbox: Inbox, fn: Callable[..., Any], kwargs: dict[str, Any],
     ``trio.to_thread.run_sync`` (the cancellation surfaces at the caller's next
     checkpoint), so work that finished is not thrown away.
     """
+    await trio.lowlevel.checkpoint_if_cancelled()  # cancelled already: never start it
     job = Job(fn, kwargs, inbox)
     POOL.submit(job)
 
