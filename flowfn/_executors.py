@@ -20,8 +20,7 @@ import inspect
 import math
 import sys
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -36,32 +35,44 @@ from ._step import Step
 if TYPE_CHECKING:
     from trio.testing import MockClock
 
-_paused: weakref.WeakKeyDictionary[MockClock, list[float]] = weakref.WeakKeyDictionary()
+# per paused clock: [calls in flight, the threshold to restore, the clock]
+_paused: weakref.WeakKeyDictionary[MockClock, list[Any]] = weakref.WeakKeyDictionary()
 
 
-@contextmanager
-def real_work() -> Iterator[None]:
-    """Pause autojump on the current ``MockClock`` (if any) for the duration."""
-    clock = trio.lowlevel.current_clock()
-    # trio.testing is slow to import (it imports pytest): when nobody imported it, the
-    # clock cannot be a MockClock.
-    testing = sys.modules.get("trio.testing")
-    if testing is None or not isinstance(clock, testing.MockClock):
-        yield
-        return
-    state = _paused.get(clock)
-    if state is None:
-        if clock.autojump_threshold == math.inf:
-            yield
+class real_work:  # used like a function: ``with real_work():``
+    """Pause autojump on the current ``MockClock`` (if any) while the block runs.
+
+    A class rather than a generator: it wraps every thread call, so it must be cheap.
+    """
+
+    __slots__ = ("_state",)
+
+    def __enter__(self) -> None:
+        self._state: list[Any] | None = None
+        # trio.testing is slow to import (it imports pytest): when nobody imported it, the
+        # clock cannot be a MockClock.
+        testing = sys.modules.get("trio.testing")
+        if testing is None:
             return
-        state = _paused[clock] = [0, clock.autojump_threshold]
-        clock.autojump_threshold = math.inf
-    state[0] += 1
-    try:
-        yield
-    finally:
+        clock = trio.lowlevel.current_clock()
+        if not isinstance(clock, testing.MockClock):
+            return
+        state = _paused.get(clock)
+        if state is None:
+            if clock.autojump_threshold == math.inf:
+                return
+            state = _paused[clock] = [0, clock.autojump_threshold, clock]
+            clock.autojump_threshold = math.inf
+        state[0] += 1
+        self._state = state
+
+    def __exit__(self, *exc_info: object) -> None:
+        state = self._state
+        if state is None:
+            return
         state[0] -= 1
         if state[0] == 0:
+            clock = state[2]
             del _paused[clock]
             clock.autojump_threshold = state[1]
 
@@ -148,21 +159,26 @@ class ThreadExecutor:
     def __init__(self) -> None:
         self._inbox: _threads.Inbox | None = None
 
-    async def open(self) -> None:
+    @property
+    def inbox(self) -> _threads.Inbox:
+        """Where results come back: bound to the trio run that first used it."""
         if self._inbox is None:
             self._inbox = _threads.Inbox()
+        return self._inbox
+
+    async def open(self) -> None:
+        self.inbox  # noqa: B018 - bind to this run now
 
     async def run(self, call: Call) -> Any:
-        return await self.run_sync(call.fn, call.kwargs, lambda: _abandon(call))
+        with real_work():
+            return await _threads.run_sync(self.inbox, call.fn, call.kwargs,
+                                           lambda: _abandon(call))
 
     async def run_sync(self, fn: Callable[..., Any], kwargs: dict[str, Any],
                        may_abandon: Callable[[], bool] = lambda: False) -> Any:
         """``fn(**kwargs)`` in a pool thread, contextvars copied, autojump paused."""
-        inbox = self._inbox
-        if inbox is None:
-            inbox = self._inbox = _threads.Inbox()
         with real_work():
-            return await _threads.run_sync(inbox, fn, kwargs, may_abandon)
+            return await _threads.run_sync(self.inbox, fn, kwargs, may_abandon)
 
     async def close(self) -> None:
         pass
@@ -339,6 +355,14 @@ def threads_of_this_run() -> ThreadExecutor:
         return executor
 
 
+def _always() -> bool:
+    return True
+
+
+def _never() -> bool:
+    return False
+
+
 async def in_thread(fn: Callable[..., Any], kwargs: dict[str, Any], *, abandon: bool) -> Any:
     """Run ``fn(**kwargs)`` in a pool thread (contextvars are copied).
 
@@ -346,7 +370,9 @@ async def in_thread(fn: Callable[..., Any], kwargs: dict[str, Any], *, abandon: 
     Python thread cannot be interrupted); otherwise cancellation waits for the thread,
     so no work outlives the run.
     """
-    return await threads_of_this_run().run_sync(fn, kwargs, lambda: abandon)
+    with real_work():
+        return await _threads.run_sync(threads_of_this_run().inbox, fn, kwargs,
+                                       _always if abandon else _never)
 
 
 async def call(fn: Callable[..., Any], kwargs: dict[str, Any], executor: str, *,
@@ -359,4 +385,6 @@ async def call(fn: Callable[..., Any], kwargs: dict[str, Any], executor: str, *,
         if hasattr(result, "__await__"):
             return await result
         return result
-    return await in_thread(fn, kwargs, abandon=abandon)
+    with real_work():
+        return await _threads.run_sync(threads_of_this_run().inbox, fn, kwargs,
+                                       _always if abandon else _never)

@@ -10,10 +10,10 @@ step. Here, instead:
 - Results go back to trio in batches: the first result of a batch asks the trio loop for
   one wake-up (``TrioToken.run_sync_soon``); results finished before it runs ride along.
 - The pool grows when queued work stops moving: when no thread took a job for
-  :data:`STALL_SECONDS`, every thread awake is blocked (sleeping, waiting on I/O), so a
-  watcher thread wakes or starts one thread per queued job. Cheap jobs never trigger it;
-  100 jobs that each block for 0.1 s finish in about 0.1 s. There is no fixed cap:
-  ``max_concurrency=`` and limits bound a run's steps.
+  :data:`STALL_SECONDS`, the threads awake are probably blocked (sleeping, waiting on
+  I/O), so a watcher thread wakes or starts more, doubling the number awake at each
+  check. Cheap jobs rarely trigger it; 100 jobs that each block for 0.1 s finish in about
+  0.1 s. There is no fixed cap: ``max_concurrency=`` and limits bound a run's steps.
 """
 
 from __future__ import annotations
@@ -36,16 +36,25 @@ _QUEUED, _RUNNING, _DROPPED = 0, 1, 2
 class Job:
     """One function call on its way through the pool."""
 
-    __slots__ = ("ctx", "fn", "inbox", "kwargs", "result", "state", "task")
+    __slots__ = ("ctx", "fn", "inbox", "kwargs", "may_abandon", "result", "state", "task")
 
-    def __init__(self, fn: Callable[..., Any], kwargs: dict[str, Any], inbox: Inbox) -> None:
+    def __init__(self, fn: Callable[..., Any], kwargs: dict[str, Any], inbox: Inbox,
+                 may_abandon: Callable[[], bool] = bool) -> None:
         self.fn = fn
         self.kwargs = kwargs
         self.ctx = contextvars.copy_context()  # current_span & co. inside the function
         self.inbox = inbox
+        self.may_abandon = may_abandon
         self.task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
         self.state = _QUEUED
         self.result: outcome.Outcome[Any] | None = None
+
+    def abort(self, raise_cancel: Any) -> trio.lowlevel.Abort:
+        """trio's question on cancellation: can the waiting task go now?"""
+        if POOL.drop(self) or self.may_abandon():
+            self.task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+        return trio.lowlevel.Abort.FAILED
 
 
 class Inbox:
@@ -195,7 +204,10 @@ class Pool:
                     self._watch.wait()
                 taken = self._taken
                 self._watch.wait(STALL_SECONDS)
-                missing = self._queued if self._taken == taken else 0
+                # At most double the threads awake per check: a loop that held the GIL
+                # (or a busy machine) also stops progress for a while, and must not
+                # leave hundreds of threads behind.
+                missing = min(self._queued, max(1, self._awake)) if self._taken == taken else 0
                 while missing and self._idle:
                     self._hand(self._idle.pop(), None)
                     missing -= 1
@@ -218,13 +230,6 @@ async def run_sync(inbox: Inbox, fn: Callable[..., Any], kwargs: dict[str, Any],
     checkpoint), so work that finished is not thrown away.
     """
     await trio.lowlevel.checkpoint_if_cancelled()  # cancelled already: never start it
-    job = Job(fn, kwargs, inbox)
+    job = Job(fn, kwargs, inbox, may_abandon)
     POOL.submit(job)
-
-    def abort(raise_cancel: Any) -> trio.lowlevel.Abort:
-        if POOL.drop(job) or may_abandon():
-            job.task = None
-            return trio.lowlevel.Abort.SUCCEEDED
-        return trio.lowlevel.Abort.FAILED
-
-    return await trio.lowlevel.wait_task_rescheduled(abort)
+    return await trio.lowlevel.wait_task_rescheduled(job.abort)
