@@ -14,6 +14,7 @@ back; a value that cannot is replaced by :class:`RemoteError` with the same text
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import os
 import pickle
 import socket
@@ -67,11 +68,28 @@ def reference(step: Step[Any, Any] | None, fn: Any, *, main_ok: bool) -> Ref | N
                                                          None)):
         return None
     obj: Any = sys.modules.get(module)
-    if obj is None:
+    if obj is None or (module != "__main__" and not _importable(module, obj)):
         return None
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
     return Ref(module, qualname) if obj is fn or (obj is step and obj is not None) else None
+
+
+_importable_cache: dict[str, bool] = {}
+
+
+def _importable(name: str, module: Any) -> bool:
+    """Whether another process finds module ``name`` on ``sys.path`` (a module loaded
+    from a file under a made-up name would not be)."""
+    known = _importable_cache.get(name)
+    if known is None:
+        if "." in name:
+            known = True  # part of a package, found through the package's own path
+        else:
+            spec = importlib.machinery.PathFinder.find_spec(name)
+            known = spec is not None and spec.origin == getattr(module, "__file__", None)
+        _importable_cache[name] = known
+    return known
 
 
 def target(step: Step[Any, Any] | None, fn: Any, *, main_ok: bool) -> Any:

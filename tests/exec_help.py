@@ -4,12 +4,15 @@ The scheduler does not hand ``Call`` objects to executors yet, so these tests bu
 (from ``flowfn._executors``, the executor seam).
 """
 
+import importlib.util
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import trio
 
-from flowfn import Step
+from flowfn import Graph, Step
 from flowfn._executors import Call, Executors
 from flowfn._result import Span
 
@@ -37,3 +40,16 @@ def run_calls(which: Any, *calls: Call) -> list[Any]:
         return out
 
     return trio.run(main)
+
+
+def example_flow(name: str) -> Graph:
+    """The ``flow`` of ``examples/<name>.py``, loaded under a name of its own (which a
+    worker process cannot import: its functions travel by value)."""
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"flowfn_exec_example_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    flow: Graph = module.flow
+    return flow

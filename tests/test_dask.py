@@ -8,7 +8,7 @@ from typing import Any
 import exec_steps as steps
 import pytest
 import trio
-from exec_help import make_call, run_calls
+from exec_help import example_flow, make_call, run_calls
 
 from flowfn import graph, run, step
 from flowfn._executors import Executors
@@ -110,3 +110,15 @@ def test_run_on_dask_gives_the_thread_result(dask_client: Any) -> None:
 def test_step_with_a_dask_executor(dask_client: Any) -> None:
     far = step(steps.cpu, executor=DaskExecutor(dask_client), name="far")
     assert run(graph(far), {"n": 1000}).output == steps.cpu(1000)
+
+
+@NOT_WIRED
+@pytest.mark.parametrize(("name", "inputs"), [
+    ("parallel_sum", {"value": 10}),
+    ("conditional", {"data": {"email": "user@example.com"}}),
+])
+def test_examples_give_the_same_result_on_dask(name: str, inputs: dict[str, Any],
+                                               dask_client: Any) -> None:
+    flow = example_flow(name)
+    expected = run(flow, inputs).output
+    assert run(flow, inputs, executor=DaskExecutor(dask_client)).output == expected

@@ -12,11 +12,12 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import exec_steps as steps
 import pytest
 import trio
-from exec_help import make_call, run_calls
+from exec_help import example_flow, make_call, run_calls
 
 from flowfn import GraphError, RemoteError, RunFailed, WorkerDied, graph, run, step
 from flowfn._executors import Executors
@@ -83,9 +84,13 @@ def test_cancellation_kills_the_worker(tmp_path: Path) -> None:
 
     async def main() -> float:
         executors = Executors()
-        with trio.move_on_after(0.5):
-            await executors.run("process", make_call(steps.pid_then_spin,
-                                                     pid_file=str(pid_file)))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(executors.run, "process",
+                               make_call(steps.pid_then_spin, pid_file=str(pid_file)))
+            with trio.fail_after(20):  # a cold start spawns the worker first
+                while not (pid_file.exists() and pid_file.read_text()):
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
         await executors.aclose()
         return time.perf_counter()
 
@@ -155,7 +160,8 @@ def test_step_with_executor_process() -> None:
 @NOT_WIRED
 def test_a_step_timeout_kills_the_worker(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
-    spin = step(steps.pid_then_spin.fn, executor="process", timeout=0.3, name="spin")
+    spin = step(steps.pid_then_spin.fn, executor="process", timeout=0.5, name="spin")
+    run_calls("process", make_call(steps.double, x=1))  # a warm worker: no spawn in 0.5 s
     with pytest.raises(RunFailed, match="timed out"):
         run(graph(spin), {"pid_file": str(pid_file)})
     assert gone(int(pid_file.read_text()))
@@ -172,3 +178,14 @@ def test_a_step_that_cannot_be_sent_is_a_graph_error() -> None:
 
     with pytest.raises(GraphError, match="cannot be sent to a worker process"):
         run(graph(locked), {"x": 1})
+
+
+@NOT_WIRED
+@pytest.mark.parametrize(("name", "inputs"), [
+    ("parallel_sum", {"value": 10}),
+    ("conditional", {"data": {"email": "user@example.com"}}),
+    ("data_loader", {}),
+])
+def test_examples_give_the_same_result_in_processes(name: str, inputs: dict[str, Any]) -> None:
+    flow = example_flow(name)
+    assert run(flow, inputs, executor="process").output == run(flow, inputs).output
