@@ -19,6 +19,7 @@ step. Here, instead:
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -217,6 +218,15 @@ class Pool:
 
 
 POOL = Pool()
+
+
+def _forget_threads_after_fork() -> None:
+    """A forked child has none of the parent's threads: start over with an empty pool."""
+    global POOL
+    POOL = Pool()
+
+
+os.register_at_fork(after_in_child=_forget_threads_after_fork)
 
 
 async def run_sync(inbox: Inbox, fn: Callable[..., Any], kwargs: dict[str, Any],

@@ -4,6 +4,7 @@ The scheduler does not call ``Executors`` yet, so the executors are exercised di
 (``Call`` objects inside ``trio.run``) besides the end-to-end runs through ``run()``.
 """
 
+import multiprocessing
 import threading
 import time
 from typing import Any
@@ -142,6 +143,17 @@ def test_a_call_cancelled_before_it_starts_never_runs() -> None:
 
     trio.run(main)
     assert ran == []
+
+
+def _add_in_a_child() -> int:
+    output: int = run(graph(add), {"a": 1, "b": 2}).output
+    return output
+
+
+def test_a_forked_child_gets_a_pool_of_its_own() -> None:
+    assert _add_in_a_child() == 3  # the parent's pool has threads now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_add_in_a_child).get(timeout=20) == 3
 
 
 def test_thread_work_pauses_autojump(flow_run: Any) -> None:
