@@ -20,6 +20,7 @@ What Dask cannot do, flowfn says instead of hiding:
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -63,6 +64,7 @@ class DaskExecutor:
         self._client: Client | None = self._given
         self._opened = 0
         self._workers: dict[str, Mapping[str, float]] = {}
+        self._lock = threading.Lock()
 
     @property
     def client(self) -> Client:
@@ -73,23 +75,30 @@ class DaskExecutor:
         return self._client
 
     async def open(self) -> None:
-        self._opened += 1
-        if self._opened > 1:
-            return
+        # Runs may open and close this executor at once, even from different threads
+        # (each plain run() is a trio run of its own): the count and the connection are
+        # guarded by a thread lock, and connecting happens in a thread.
+        with self._lock:
+            self._opened += 1
         try:
-            if self._client is None:
-                self._client = await trio.to_thread.run_sync(_connect, self._address,
-                                                             self._options)
-            await self._refresh_workers()
+            await trio.to_thread.run_sync(self._connect)
         except BaseException:
-            self._opened -= 1
+            await self.close()
             raise
 
+    def _connect(self) -> None:
+        with self._lock:
+            if self._client is None:
+                self._client = _connect(self._address, self._options)
+            client = self._client
+        self._workers = _worker_resources(client)
+
     async def close(self) -> None:
-        self._opened -= 1
-        if self._opened > 0 or self._given is not None or self._client is None:
-            return
-        client, self._client = self._client, None
+        with self._lock:
+            self._opened -= 1
+            if self._opened > 0 or self._given is not None or self._client is None:
+                return
+            client, self._client = self._client, None
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(client.close)
 
@@ -116,10 +125,6 @@ class DaskExecutor:
                                 "its end (Dask cannot interrupt a running task)")
             raise
 
-    async def _refresh_workers(self) -> None:
-        info = await trio.to_thread.run_sync(lambda: self.client.scheduler_info(n_workers=-1))
-        self._workers = {addr: dict(w.get("resources") or {})
-                         for addr, w in info.get("workers", {}).items()}
 
     def _has(self, resources: Mapping[str, float]) -> bool:
         return any(all(have.get(k, 0) >= v for k, v in resources.items())
@@ -128,7 +133,8 @@ class DaskExecutor:
     async def _check_resources(self, call: Call, resources: Mapping[str, float]) -> None:
         if self._has(resources):
             return
-        await self._refresh_workers()  # a worker may have joined since
+        # a worker may have joined since
+        self._workers = await trio.to_thread.run_sync(_worker_resources, self.client)
         if self._has(resources):
             return
         wanted = ", ".join(f"{k}={v:g}" for k, v in resources.items())
@@ -142,6 +148,12 @@ class DaskExecutor:
             f"Start workers with --resources \"{wanted.replace(', ', ',')}\", or change the "
             "step's resources=."
         )
+
+
+def _worker_resources(client: Client) -> dict[str, Mapping[str, float]]:
+    """Each worker's resources, asked of the scheduler now."""
+    info = client.scheduler_info(n_workers=-1)
+    return {addr: dict(w.get("resources") or {}) for addr, w in info.get("workers", {}).items()}
 
 
 def _connect(address: str | None, options: dict[str, Any]) -> Client:

@@ -2,6 +2,7 @@
 processes for the test that proves values and functions cross process boundaries)."""
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -85,6 +86,23 @@ def test_worker_processes_and_an_address(dask_processes: Any) -> None:
     assert out[2] != os.getpid()
     with pytest.raises(RuntimeError, match="is not connected"):
         dx.client  # closed with the run that opened it
+
+
+def test_one_executor_serves_runs_in_two_threads_at_once(dask_client: Any) -> None:
+    dx = DaskExecutor(dask_client.scheduler.address)
+    results: list[list[Any]] = []
+
+    def one(x: int) -> None:
+        results.append(run_calls(dx, make_call(steps.double, x=x)))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == [[0], [2]]
+    with pytest.raises(RuntimeError, match="is not connected"):
+        dx.client  # the last run to end closed its connection
 
 
 def test_a_bad_argument_is_explained() -> None:
