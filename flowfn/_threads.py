@@ -9,11 +9,12 @@ step. Here, instead:
   going to sleep, so a burst of cheap jobs is drained by the few threads already awake.
 - Results go back to trio in batches: the first result of a batch asks the trio loop for
   one wake-up (``TrioToken.run_sync_soon``); results finished before it runs ride along.
-- The pool grows when queued work stops moving: when no thread took a job for
-  :data:`STALL_SECONDS`, the threads awake are probably blocked (sleeping, waiting on
-  I/O), so a watcher thread wakes or starts more, doubling the number awake at each
-  check. Cheap jobs rarely trigger it; 100 jobs that each block for 0.1 s finish in about
-  0.1 s. There is no fixed cap: ``max_concurrency=`` and limits bound a run's steps.
+- The pool grows when queued work stops moving: when every thread awake has been inside
+  its job for over :data:`STALL_SECONDS`, they block (sleeping, waiting on I/O), so a
+  watcher thread wakes idle threads, or starts new ones, for the jobs waiting. Cheap jobs
+  do not trigger it;
+  100 jobs that each block for 0.1 s finish in about 0.1 s. There is no fixed cap:
+  ``max_concurrency=`` and limits bound a run's steps.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -87,10 +89,11 @@ class Inbox:
 
 
 class _Worker:
-    __slots__ = ("job", "wake")
+    __slots__ = ("job", "since", "wake")
 
     def __init__(self, job: Job | None) -> None:
         self.job = job
+        self.since = 0.0  # when the job it runs started (0: between jobs, or idle)
         self.wake = threading.Lock()
         self.wake.acquire()
 
@@ -107,6 +110,8 @@ class Pool:
         self._taken = 0  # jobs taken so far: the watcher's measure of progress
         self._watch = threading.Condition(self._lock)
         self._watcher: threading.Thread | None = None
+        self._to_start = 0  # threads wanted but not started yet
+        self._workers: list[_Worker] = []  # every live thread
         self.threads = 0
 
     def submit(self, job: Job) -> None:
@@ -162,21 +167,43 @@ class Pool:
                         target=self._watch_loop, name="flowfn thread pool watcher", daemon=True
                     )
                     self._watcher.start()
-        for _ in range(n):
-            threading.Thread(target=self._work, args=(_Worker(None),),
-                             name="flowfn worker", daemon=True).start()
+        with self._lock:
+            self._to_start += n
+        self._spawn()
+
+    def _spawn(self) -> None:
+        """Start up to two of the threads wanted. Each new thread starts two more before
+        it takes a job (``Thread.start`` waits until the thread runs), so 100 threads
+        start in a few rounds rather than one after the other."""
+        for _ in range(2):
+            with self._lock:
+                if not self._to_start:
+                    return
+                self._to_start -= 1
+            try:
+                threading.Thread(target=self._work, args=(_Worker(None),),
+                                 name="flowfn worker", daemon=True).start()
+            except RuntimeError:  # "can't start new thread": make do with those there are
+                with self._lock:
+                    self._awake -= 1 + self._to_start
+                    self._to_start = 0
+                return
 
     def _work(self, me: _Worker) -> None:
+        self._spawn()
         lock = self._lock
         with lock:
             self.threads += 1
+            self._workers.append(me)
             job = self._next()
         while True:
             if job is not None:
+                me.since = time.monotonic()
                 try:
                     job.result = outcome.Value(job.ctx.run(job.fn, **job.kwargs))
                 except BaseException as exc:
                     job.result = outcome.Error(exc)
+                me.since = 0.0
                 job.fn = job.kwargs = job.ctx = None  # type: ignore[assignment]
                 job.inbox.deliver(job)
             with lock:
@@ -189,12 +216,27 @@ class Pool:
                 with lock:
                     if me in self._idle:
                         self._idle.remove(me)
+                        self._workers.remove(me)
                         self.threads -= 1
                         return
                 me.wake.acquire()  # handed work just as the wait timed out
             with lock:
                 job = me.job if me.job is not None else self._next()
                 me.job = None
+
+    def _stalled(self) -> bool:
+        """Every thread awake is inside a job that started over STALL_SECONDS ago: they
+        block (a thread between two jobs, or one that did not get the GIL yet, will take
+        a queued job soon). Holding the lock."""
+        horizon = time.monotonic() - STALL_SECONDS
+        running = 0
+        for w in self._workers:
+            since = w.since
+            if since:
+                if since > horizon:
+                    return False
+                running += 1
+        return running >= self._awake
 
     def _watch_loop(self) -> None:
         """Wake or start threads when queued jobs stop moving (every thread blocks)."""
@@ -203,12 +245,8 @@ class Pool:
                 while not self._queued:
                     self._queue.clear()  # only dropped jobs left, if any
                     self._watch.wait()
-                taken = self._taken
                 self._watch.wait(STALL_SECONDS)
-                # At most double the threads awake per check: a loop that held the GIL
-                # (or a busy machine) also stops progress for a while, and must not
-                # leave hundreds of threads behind.
-                missing = min(self._queued, max(1, self._awake)) if self._taken == taken else 0
+                missing = self._queued if self._stalled() else 0
                 while missing and self._idle:
                     self._hand(self._idle.pop(), None)
                     missing -= 1
