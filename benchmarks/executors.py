@@ -225,12 +225,12 @@ async def bench_dask(repeat: int, chain: int = 50, width: int = 200) -> None:
                     nursery.start_soon(executors.run, dask, c)
 
         ta, tb = await interleaved(lambda: trio.to_thread.run_sync(by_hand_chain),
-                                   flowfn_chain, max(3, repeat // 3))
+                                   flowfn_chain, max(3, repeat // 2))
         report(f"chain of {chain}: client.submit(...).result() vs DaskExecutor", ta, tb,
                f"per step {min(ta) / chain * 1e3:.2f} vs {min(tb) / chain * 1e3:.2f} ms; "
                "target ratio <= 1.2")
         ta, tb = await interleaved(lambda: trio.to_thread.run_sync(by_hand_fan),
-                                   flowfn_fan, max(3, repeat // 3))
+                                   flowfn_fan, max(3, repeat // 2))
         report(f"fan-out of {width}: client.gather(submit...) vs DaskExecutor", ta, tb,
                "target ratio <= 1.2")
         await executors.aclose()

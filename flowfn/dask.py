@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import threading
 import uuid
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
+import outcome
 import trio
 from distributed import Client
 
-from ._executors import Call, note, real_work, threads_of_this_run
+from ._executors import Call, note, real_work
 from ._sending import invoke, target
 
 __all__ = ["DaskExecutor", "ResourcesUnavailable"]
@@ -65,6 +67,8 @@ class DaskExecutor:
         self._opened = 0
         self._workers: dict[str, Mapping[str, float]] = {}
         self._lock = threading.Lock()
+        self._collectors: weakref.WeakKeyDictionary[trio.lowlevel.TrioToken, _Collector] = (
+            weakref.WeakKeyDictionary())
 
     @property
     def client(self) -> Client:
@@ -114,8 +118,7 @@ class DaskExecutor:
                                resources=resources)
         try:
             with real_work():
-                # Abandoned on cancellation: the thread returns once the future is cancelled.
-                return await threads_of_this_run().run_sync(future.result, {}, lambda: True)
+                return await self._collector(client).wait(future)
         except trio.Cancelled:
             with trio.CancelScope(shield=True):
                 where = await trio.to_thread.run_sync(_cancel, client, future)
@@ -125,6 +128,15 @@ class DaskExecutor:
                                 "its end (Dask cannot interrupt a running task)")
             raise
 
+
+    def _collector(self, client: Client) -> _Collector:
+        """The collector of the current trio run (results go back to the run that waits)."""
+        token = trio.lowlevel.current_trio_token()
+        with self._lock:
+            collector = self._collectors.get(token)
+            if collector is None:
+                collector = self._collectors[token] = _Collector(client, token)
+            return collector
 
     def _has(self, resources: Mapping[str, float]) -> bool:
         return any(all(have.get(k, 0) >= v for k, v in resources.items())
@@ -148,6 +160,91 @@ class DaskExecutor:
             f"Start workers with --resources \"{wanted.replace(', ', ',')}\", or change the "
             "step's resources=."
         )
+
+
+class _Collector:
+    """Brings the results of finished Dask futures back to one trio run, in batches.
+
+    Dask calls ``add_done_callback`` callbacks one after the other in a thread of its own;
+    they only queue the future here. One fetcher thread takes every finished future
+    queued, gets their values with one ``client.gather`` (one request per worker, as a
+    hand-written ``client.gather(futures)`` would), and hands the batch to the trio run
+    in one wake-up.
+    """
+
+    def __init__(self, client: Client, token: trio.lowlevel.TrioToken) -> None:
+        self._client = client
+        self._token = token
+        self._lock = threading.Lock()
+        self._done: list[tuple[Any, _Waiter]] = []
+        self._fetching = False
+
+    async def wait(self, future: Any) -> Any:
+        """The future's value (or its exception, raised), without blocking the loop.
+
+        Cancelled while waiting: nobody takes the value any more (the caller cancels the
+        future); the fetcher drops it.
+        """
+        waiter = _Waiter(trio.lowlevel.current_task())
+        future.add_done_callback(lambda f: self._finished(f, waiter))
+
+        def abort(raise_cancel: Any) -> trio.lowlevel.Abort:
+            waiter.task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _finished(self, future: Any, waiter: _Waiter) -> None:  # Dask's callback thread
+        with self._lock:
+            self._done.append((future, waiter))
+            if self._fetching:
+                return
+            self._fetching = True
+        threading.Thread(target=self._fetch, name="flowfn Dask results", daemon=True).start()
+
+    def _fetch(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._done = self._done, []
+                if not batch:
+                    self._fetching = False
+                    return
+            outcomes = _outcomes(self._client, [f for f, _ in batch])
+            try:
+                self._token.run_sync_soon(_deliver, [w for _, w in batch], outcomes)
+            except trio.RunFinishedError:
+                pass
+
+
+class _Waiter:
+    __slots__ = ("task",)
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task: trio.lowlevel.Task | None = task
+
+
+def _deliver(waiters: list[_Waiter], outcomes: list[outcome.Outcome[Any]]) -> None:
+    for waiter, result in zip(waiters, outcomes, strict=True):
+        if waiter.task is not None:
+            trio.lowlevel.reschedule(waiter.task, result)
+
+
+def _outcomes(client: Client, futures: list[Any]) -> list[outcome.Outcome[Any]]:
+    """Each future's value or exception; the finished ones gathered in one go."""
+    finished = [f for f in futures if f.status == "finished"]
+    values: dict[Any, Any] = {}
+    if finished:
+        try:
+            values = dict(zip(finished, client.gather(finished), strict=True))  # type: ignore[no-untyped-call]
+        except Exception:  # e.g. a worker holding one of them died: one by one
+            values = {}
+    out: list[outcome.Outcome[Any]] = []
+    for f in futures:
+        if f in values:
+            out.append(outcome.Value(values[f]))
+        else:
+            out.append(outcome.capture(f.result))
+    return out
 
 
 def _worker_resources(client: Client) -> dict[str, Mapping[str, float]]:
