@@ -85,7 +85,8 @@ class DaskExecutor:
         with self._lock:
             self._opened += 1
         try:
-            await trio.to_thread.run_sync(self._connect)
+            with real_work():
+                await trio.to_thread.run_sync(self._connect)
         except BaseException:
             await self.close()
             raise
@@ -103,7 +104,7 @@ class DaskExecutor:
             if self._opened > 0 or self._given is not None or self._client is None:
                 return
             client, self._client = self._client, None
-        with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True), real_work():
             await trio.to_thread.run_sync(client.close)
 
     async def run(self, call: Call) -> Any:
@@ -120,7 +121,7 @@ class DaskExecutor:
             with real_work():
                 return await self._collector(client).wait(future)
         except trio.Cancelled:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), real_work():
                 where = await trio.to_thread.run_sync(_cancel, client, future)
             if where is not None:
                 call.span.abandoned = True
@@ -146,7 +147,8 @@ class DaskExecutor:
         if self._has(resources):
             return
         # a worker may have joined since
-        self._workers = await trio.to_thread.run_sync(_worker_resources, self.client)
+        with real_work():
+            self._workers = await trio.to_thread.run_sync(_worker_resources, self.client)
         if self._has(resources):
             return
         wanted = ", ".join(f"{k}={v:g}" for k, v in resources.items())

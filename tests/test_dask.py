@@ -9,6 +9,7 @@ from typing import Any
 import exec_steps as steps
 import pytest
 import trio
+import trio.testing
 from exec_help import example_flow, make_call, run_calls
 
 from flowfn import graph, run, step
@@ -140,3 +141,15 @@ def test_examples_give_the_same_result_on_dask(name: str, inputs: dict[str, Any]
     flow = example_flow(name)
     expected = run(flow, inputs).output
     assert run(flow, inputs, executor=DaskExecutor(dask_client)).output == expected
+
+
+def test_dask_work_pauses_autojump(dask_client: Any) -> None:
+    async def main() -> bool:
+        executors = Executors()
+        with trio.move_on_after(1) as scope:  # virtual time: autojump would leap to it
+            await executors.run(DaskExecutor(dask_client), make_call(
+                steps.pid_then_sleep, pid_file=os.devnull, seconds=0.2))
+        await executors.aclose()
+        return scope.cancelled_caught
+
+    assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) is False

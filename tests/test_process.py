@@ -17,6 +17,7 @@ from typing import Any
 import exec_steps as steps
 import pytest
 import trio
+import trio.testing
 from exec_help import example_flow, make_call, run_calls
 
 from flowfn import GraphError, RemoteError, RunFailed, WorkerDied, graph, run, step
@@ -189,3 +190,15 @@ def test_a_step_that_cannot_be_sent_is_a_graph_error() -> None:
 def test_examples_give_the_same_result_in_processes(name: str, inputs: dict[str, Any]) -> None:
     flow = example_flow(name)
     assert run(flow, inputs, executor="process").output == run(flow, inputs).output
+
+
+def test_process_work_pauses_autojump() -> None:
+    async def main() -> bool:
+        executors = Executors()
+        with trio.move_on_after(1) as scope:  # virtual time: autojump would leap to it
+            await executors.run("process", make_call(steps.pid_then_sleep,
+                                                     pid_file=os.devnull, seconds=0.2))
+        await executors.aclose()
+        return scope.cancelled_caught
+
+    assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) is False
