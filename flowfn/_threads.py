@@ -32,6 +32,9 @@ import trio
 
 IDLE_SECONDS = 10.0  # an idle thread exits after this long
 STALL_SECONDS = 0.0005  # queued jobs not moving for this long: wake or start threads
+# Thread names say whether a thread works, like trio's idle "Trio thread N" workers.
+BUSY_NAME = "flowfn worker"
+IDLE_NAME = "flowfn idle worker"
 
 _QUEUED, _RUNNING, _DROPPED = 0, 1, 2
 
@@ -164,7 +167,7 @@ class Pool:
             with self._lock:
                 if self._watcher is None:
                     self._watcher = threading.Thread(
-                        target=self._watch_loop, name="flowfn thread pool watcher", daemon=True
+                        target=self._watch_loop, name=f"{IDLE_NAME}s' watcher", daemon=True
                     )
                     self._watcher.start()
         with self._lock:
@@ -182,7 +185,7 @@ class Pool:
                 self._to_start -= 1
             try:
                 threading.Thread(target=self._work, args=(_Worker(None),),
-                                 name="flowfn worker", daemon=True).start()
+                                 name=BUSY_NAME, daemon=True).start()
             except RuntimeError:  # "can't start new thread": make do with those there are
                 with self._lock:
                     self._awake -= 1 + self._to_start
@@ -190,6 +193,7 @@ class Pool:
                 return
 
     def _work(self, me: _Worker) -> None:
+        thread = threading.current_thread()
         self._spawn()
         lock = self._lock
         with lock:
@@ -212,6 +216,7 @@ class Pool:
                     continue
                 self._awake -= 1
                 self._idle.append(me)
+            thread.name = IDLE_NAME
             if not me.wake.acquire(timeout=IDLE_SECONDS):
                 with lock:
                     if me in self._idle:
@@ -220,6 +225,7 @@ class Pool:
                         self.threads -= 1
                         return
                 me.wake.acquire()  # handed work just as the wait timed out
+            thread.name = BUSY_NAME
             with lock:
                 job = me.job if me.job is not None else self._next()
                 me.job = None
