@@ -5,6 +5,7 @@ The scheduler does not call ``Executors`` yet, so the executors are exercised di
 """
 
 import multiprocessing
+import pickle
 import threading
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from exec_help import make_call, run_calls
 
 import flowfn
 from flowfn import Executor, current_span, graph, run, step
+from flowfn import _executors as executors_module
 from flowfn._executors import Call, Executors, check_sendable
 
 
@@ -263,3 +265,21 @@ def test_check_sendable_names_steps_that_cannot_reach_a_worker() -> None:
 def test_exports() -> None:
     assert flowfn.Executor is Executor
     assert issubclass(flowfn.WorkerDied, RuntimeError)
+
+
+def test_an_executor_whose_extra_is_missing_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(executors_module._BUILTIN, "process",
+                        ("flowfn_not_installed_here", "ProcessExecutor", "flowfn[process]"))
+    (exc,) = run_calls("process", make_call(add, a=1, b=2))
+    assert str(exc) == (
+        "executor='process' needs a package that is not installed "
+        "(flowfn_not_installed_here). Install it with: pip install 'flowfn[process]'"
+    )
+
+
+def test_worker_died_and_remote_error_pickle() -> None:
+    died = pickle.loads(pickle.dumps(flowfn.WorkerDied("step 'x': gone", -9)))
+    assert str(died) == "step 'x': gone" and died.exitcode == -9
+    remote = pickle.loads(pickle.dumps(flowfn.RemoteError("Strange: 1")))
+    assert str(remote) == "Strange: 1"
