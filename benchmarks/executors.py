@@ -13,7 +13,9 @@ process  a CPU-bound map of 2 x N pure-Python items, on the process executor aga
          a no-op call on a warm worker.
 dask     per-step overhead on a LocalCluster (2 worker processes): a chain of steps and a
          fan-out, through DaskExecutor against ``client.submit`` of the same function by
-         hand (target: ratio <= 1.2).
+         hand (target: ratio <= 1.2). The fan-out has two hand-written baselines: one
+         ``client.gather`` of everything at the end, and ``as_completed(...).batches()``,
+         which, like flowfn, has each value as soon as it exists.
 
 Times are best-of (median in brackets), flowfn and its baseline interleaved. Until the
 scheduler calls ``Executors``, the process and Dask executors are measured directly
@@ -194,7 +196,7 @@ INC = Step(inc, name="inc")
 
 
 async def bench_dask(repeat: int, chain: int = 50, width: int = 200) -> None:
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, as_completed
 
     from flowfn.dask import DaskExecutor
 
@@ -218,6 +220,12 @@ async def bench_dask(repeat: int, chain: int = 50, width: int = 200) -> None:
         def by_hand_fan() -> None:
             client.gather([client.submit(inc, i, pure=False) for i in range(width)])
 
+        def by_hand_streaming() -> None:
+            # what a scheduler needs: each value as soon as it exists, not all at the end
+            futures = [client.submit(inc, i, pure=False) for i in range(width)]
+            for batch in as_completed(futures, loop=client.loop).batches():
+                client.gather(batch)
+
         async def flowfn_fan() -> None:
             async with trio.open_nursery() as nursery:
                 for i in range(width):
@@ -233,6 +241,10 @@ async def bench_dask(repeat: int, chain: int = 50, width: int = 200) -> None:
                                    flowfn_fan, max(3, repeat // 2))
         report(f"fan-out of {width}: client.gather(submit...) vs DaskExecutor", ta, tb,
                "target ratio <= 1.2")
+        ta, tb = await interleaved(lambda: trio.to_thread.run_sync(by_hand_streaming),
+                                   flowfn_fan, max(3, repeat // 2))
+        report(f"fan-out of {width}: as_completed(submit...).batches() vs DaskExecutor", ta,
+               tb, "target ratio <= 1.2")
         await executors.aclose()
 
 
