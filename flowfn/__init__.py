@@ -10,6 +10,8 @@ from ._errors import InputError as InputError
 from ._errors import MapLengthError as MapLengthError
 from ._errors import RunFailed as RunFailed
 from ._errors import StepTimeout as StepTimeout
+from ._executors import Executor as Executor
+from ._executors import WorkerDied as WorkerDied
 from ._graph import Graph as Graph
 from ._graph import graph as graph
 from ._inputs import InputSpec as InputSpec
@@ -32,6 +34,7 @@ from ._run import aresume as aresume
 from ._run import arun as arun
 from ._run import resume as resume
 from ._run import run as run
+from ._sending import RemoteError as RemoteError
 from ._step import Backoff as Backoff
 from ._step import Step as Step
 from ._step import step as step
@@ -45,6 +48,7 @@ __all__ = [
     "Backoff",
     "Error",
     "Event",
+    "Executor",
     "Form",
     "Graph",
     "GraphError",
@@ -54,6 +58,7 @@ __all__ = [
     "MemoryStore",
     "NotebookError",
     "Outcome",
+    "RemoteError",
     "RunFailed",
     "RunResult",
     "SQLiteStore",
@@ -63,6 +68,7 @@ __all__ = [
     "StepTimeout",
     "StoreError",
     "Value",
+    "WorkerDied",
     "aresume",
     "arun",
     "ask",

@@ -6,6 +6,7 @@ Values a span holds that cannot be pickled (a lock, a lambda, an exception whose
 """
 
 import copy
+import copyreg
 import pickle
 import threading
 from pathlib import Path
@@ -145,6 +146,10 @@ class NeedsTwo(Exception):
 
 
 def test_unpicklable_values_become_stand_ins(flow_run: Any) -> None:
+    if copyreg.dispatch_table.get(RunFailed) is not None:
+        # distributed installs tblib's exception reducers process-wide: they also send
+        # an exception's __cause__ as it is, which flowfn cannot make portable.
+        pytest.skip("tblib's exception pickling is installed in this process")
     lock = threading.Lock()
 
     @step
