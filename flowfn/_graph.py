@@ -25,7 +25,7 @@ from ._errors import (
     with_article,
 )
 from ._step import MISSING, Step
-from ._types import EMPTY, compatible, element_type
+from ._types import EMPTY, compatible, element_type, same_type
 from ._wiring import Mode, Param, clear_annotation_cache, read_params, return_annotation
 
 if TYPE_CHECKING:
@@ -588,7 +588,8 @@ def _input_clash(spec: InputSpec, p: Param) -> str:
     step falls back to its own default when the run does not give the input. Types may
     not: the input is converted once, to one type.
     """
-    if spec.type is not EMPTY and p.annotation is not EMPTY and spec.type != p.annotation:
+    if (spec.type is not EMPTY and p.annotation is not EMPTY
+            and not same_type(spec.type, p.annotation)):
         return f"as {type_name(spec.type)}, not {type_name(p.annotation)}"
     return ""
 

@@ -39,7 +39,7 @@ import msgspec
 
 from ._errors import InputError, did_you_mean, type_name
 from ._step import MISSING
-from ._types import EMPTY, strip_annotated
+from ._types import EMPTY, opaque_class, strip_annotated
 
 
 @dataclass
@@ -61,6 +61,72 @@ class InputSpec:
 class _BadValue(ValueError):
     def __init__(self, expected: str, got: Any):
         super().__init__(f"invalid value for type, expected {expected} (got {got!r})")
+
+
+class _NotInstance(_BadValue):
+    """A value for an annotation taken as is (a class, a Protocol) that is not one."""
+
+    def __init__(self, expected: str, got: Any):
+        ValueError.__init__(self, f"expected {expected} (got {type_name(type(got))})")
+
+
+def _as_is(tp: Any) -> Callable[[Any, Any], Any]:
+    """Hook for an annotation without a data shape: the value itself, never converted or
+    copied, after an ``isinstance`` check where one is possible."""
+    origin = get_origin(tp)
+    if origin is collections.abc.Callable:
+        def callable_hook(value: Any, _: Any) -> Any:
+            if callable(value):
+                return value
+            raise _NotInstance("a callable", value)
+
+        return callable_hook
+    cls = origin if origin is not None else tp
+    checkable = isinstance(cls, type) and cls is not object and (
+        not getattr(cls, "_is_protocol", False) or getattr(cls, "_is_runtime_protocol", False))
+    expected = f"an instance of {type_name(cls)}"
+
+    def hook(value: Any, _: Any) -> Any:
+        if checkable and not isinstance(value, cls):
+            raise _NotInstance(expected, value)
+        return value
+
+    return hook
+
+
+def _has_opaque_member(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType) and any(
+        opaque_class(a) for a in get_args(tp))
+
+
+def _opaque_union(conv: cattrs.Converter) -> Callable[[Any], Callable[[Any, Any], Any]]:
+    """``DataFrame | None``, ``Client | str``: members taken as is are tried first, by
+    ``isinstance``; then the data members, converted, in order."""
+
+    def factory(tp: Any) -> Callable[[Any, Any], Any]:
+        members = get_args(tp)
+        expected = type_name(tp)
+
+        def hook(value: Any, _: Any) -> Any:
+            if value is None and type(None) in members:
+                return None
+            for m in members:
+                if opaque_class(m):
+                    try:
+                        return _as_is(m)(value, m)
+                    except _NotInstance:
+                        continue
+            for m in members:
+                if m is not type(None) and not opaque_class(m):
+                    try:
+                        return conv.structure(value, m)
+                    except Exception:
+                        continue
+            raise _NotInstance(f"one of {expected}", value)
+
+        return hook
+
+    return factory
 
 
 def _strict_int(value: Any, _: Any) -> int:
@@ -298,6 +364,9 @@ def _make_converter() -> cattrs.Converter:
         return hook
 
     conv.register_structure_hook_factory(_is_record_class, instance_as_is)
+    # Registered last, so they are asked first: no other hook may convert these.
+    conv.register_structure_hook_factory(opaque_class, _as_is)
+    conv.register_structure_hook_factory(_has_opaque_member, _opaque_union(conv))
     return conv
 
 
@@ -398,9 +467,25 @@ def schema_of(tp: Any) -> dict[str, Any]:
     return {**out, "$defs": components} if components else dict(out)
 
 
+def _describable(tp: Any) -> bool:
+    tp = strip_annotated(tp)
+    if tp is not EMPTY and opaque_class(tp):
+        return False
+    try:
+        msgspec.json.schema_components([_for_schema(tp)])
+    except TypeError:
+        return False
+    return True
+
+
 def input_schema(specs: Mapping[str, InputSpec]) -> dict[str, Any]:
-    """An object schema whose properties are the graph's inputs."""
-    names = sorted(specs)
+    """An object schema whose properties are the graph's inputs.
+
+    Inputs taken as Python objects (a client, a DataFrame, a callable) have no JSON form:
+    they are left out, and named in the schema's ``$comment``.
+    """
+    names = sorted(n for n in specs if _describable(specs[n].type))
+    objects = sorted(n for n in specs if n not in names)
     named = [(n, specs[n].type) for n in names]
     schemas, components = _schema_components(named) if named else ((), {})
     properties: dict[str, Any] = {}
@@ -421,5 +506,8 @@ def input_schema(specs: Mapping[str, InputSpec]) -> dict[str, Any]:
     }
     if components:
         out["$defs"] = components
+    if objects:
+        listed = ", ".join(f"{n} ({type_name(specs[n].type)})" for n in objects)
+        out["$comment"] = (f"Python-object inputs, not described here (pass them to run() "
+                           f"directly): {listed}.")
     return out
-

@@ -12,10 +12,11 @@ import inspect
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, ForwardRef, Literal, get_args, get_origin, get_type_hints
 
 import outcome
 
+from ._options import code_owner
 from ._step import MISSING, Step
 from ._types import EMPTY, optional_inner, strip_annotated
 
@@ -77,15 +78,33 @@ def clear_annotation_cache() -> None:
 
 
 def _resolve(ann: Any, fn: Callable[..., Any]) -> Any:
-    """Evaluate a string annotation in the function's globals (and closure)."""
+    """Evaluate a string annotation in the function's globals (and closure), and the
+    forward references nested in generics (``list["Item"]``, ``Optional["Item"]``)."""
     if not isinstance(ann, str):
-        return ann
-    globalns = getattr(fn, "__globals__", {})
+        if not has_forward_refs(ann):
+            return ann
+        globalns, localns = _namespaces(fn)
+        return _resolve_nested(ann, globalns, localns)
+    globalns = _namespaces(fn)[0]
     key = (ann, id(globalns))
     try:
         return _eval_cache[key]
     except KeyError:
         pass
+    localns = _namespaces(fn)[1]
+    value = eval(ann, globalns, localns)
+    if has_forward_refs(value):
+        value = _resolve_nested(value, globalns, localns)
+    if not localns:
+        _eval_cache[key] = value
+    return value
+
+
+def _namespaces(fn: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Where ``fn``'s annotations are evaluated: its module's globals, plus its closure."""
+    globalns = getattr(fn, "__globals__", None)
+    if globalns is None:  # a callable object: its __call__'s module
+        globalns = getattr(code_owner(fn), "__globals__", {})
     localns: dict[str, Any] = {}
     closure = getattr(fn, "__closure__", None)
     if closure:
@@ -94,10 +113,28 @@ def _resolve(ann: Any, fn: Callable[..., Any]) -> Any:
                 localns[var] = cell.cell_contents
             except ValueError:  # pragma: no cover - empty cell
                 pass
-    value = eval(ann, globalns, localns)
-    if not localns:
-        _eval_cache[key] = value
-    return value
+    return globalns, localns
+
+
+def has_forward_refs(tp: Any) -> bool:
+    """Does ``tp`` hold a name still to be looked up (a ``str`` or ``ForwardRef`` argument)?
+
+    ``Annotated`` metadata and ``Literal`` values are data, not names.
+    """
+    if isinstance(tp, str | ForwardRef):
+        return True
+    origin = get_origin(tp)
+    if origin is None or origin is Literal:
+        return False
+    if origin is Annotated:
+        return has_forward_refs(tp.__origin__)
+    return any(has_forward_refs(a) for a in get_args(tp))
+
+
+def _resolve_nested(tp: Any, globalns: dict[str, Any], localns: dict[str, Any]) -> Any:
+    """``tp`` with every nested forward reference evaluated (typing's own evaluation)."""
+    holder = types.SimpleNamespace(__annotations__={"tp": tp})
+    return get_type_hints(holder, globalns, localns, include_extras=True)["tp"]
 
 
 _KIND = inspect.Parameter
