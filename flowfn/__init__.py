@@ -30,6 +30,7 @@ from ._run import run as run
 from ._step import Backoff as Backoff
 from ._step import Step as Step
 from ._step import step as step
+from ._wiring import Input as Input
 from ._wiring import each as each
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Event",
     "Graph",
     "GraphError",
+    "Input",
     "InputError",
     "InputSpec",
     "MapLengthError",

@@ -48,6 +48,21 @@ class Each:
         return f"each({name!r})"
 
 
+class _InputMarker:
+    """The type of :data:`Input`."""
+
+    def __repr__(self) -> str:
+        return "Input"
+
+    def __reduce__(self) -> str:
+        return "Input"  # unpickles as this module's one marker
+
+
+Input: Any = _InputMarker()
+"""``Annotated[str, Input]``: this parameter is a graph input, even when a step has its
+name (a parameter is otherwise wired by name to a step of that name)."""
+
+
 def each(upstream: Step[Any, Any] | str) -> Each:
     """Run the step once per item of ``upstream``'s output (a dynamic map / fan-out)."""
     return Each(upstream)
@@ -65,6 +80,7 @@ class Param:
     each: bool
     mode: Mode
     problem: tuple[str, ...] | None = None
+    as_input: bool = False  # ``Annotated[T, Input]``: a graph input whatever its name
 
 
 # String annotations evaluated during one graph() call, by (text, id(namespace)).
@@ -269,36 +285,55 @@ def read_params(fn: Callable[..., Any]) -> tuple[list[Param], list[str]]:
                 "function's module), or quote nothing that does not exist.",
             )))
             continue
-        ref: Step[Any, Any] | str | None = None
-        is_each = False
-        problem = None
-        if get_origin(ann) is Annotated:
-            for meta in ann.__metadata__:
-                if isinstance(meta, Step | str):
-                    ref = meta
-                    break
-                if isinstance(meta, Each):
-                    if isinstance(meta.ref, Step | str):
-                        ref, is_each = meta.ref, True
-                    else:
-                        problem = _each_problem(name, meta.ref, ann)
-                    break
-                if inspect.iscoroutine(meta) or isinstance(meta, _CALLED_RESULTS):
-                    problem = _called_step_problem(name, meta, ann)
-                    break
-                if inspect.isfunction(meta):
-                    problem = (
-                        f"the metadata of parameter {name!r} is the plain function "
-                        f"{meta.__name__!r}, not a step.",
-                        f"Decorate it with @step ({_short_loc(meta)}), or wire it by name.",
-                    )
-                    break
-            ann = strip_annotated(ann)
+        ref, is_each, as_input, problem = _read_metadata(name, ann)
+        ann = strip_annotated(ann)
         mode, value_type = _mode(ann)
         if problem is None and mode is Mode.OPTIONAL:
             problem = _optional_outcome_problem(name, ann)
-        params.append(Param(name, ann, value_type, default, ref, is_each, mode, problem))
+        params.append(Param(name, ann, value_type, default, ref, is_each, mode, problem,
+                            as_input))
     return params, problems
+
+
+_Meta = tuple[Step[Any, Any] | str | None, bool, bool, tuple[str, ...] | None]
+
+
+def _read_metadata(name: str, ann: Any) -> _Meta:
+    """(wired step or name, is it each()?, is it Input?, problem) from an annotation."""
+    if isinstance(ann, Step):
+        return None, False, False, _bare_step_problem(name, ann)
+    if get_origin(ann) is not Annotated:
+        return None, False, False, None
+    for meta in ann.__metadata__:
+        if meta is Input:
+            return None, False, True, None
+        if isinstance(meta, Step | str):
+            return meta, False, False, None
+        if isinstance(meta, Each):
+            if isinstance(meta.ref, Step | str):
+                return meta.ref, True, False, None
+            return None, False, False, _each_problem(name, meta.ref, ann)
+        if inspect.iscoroutine(meta) or isinstance(meta, _CALLED_RESULTS):
+            return None, False, False, _called_step_problem(name, meta, ann)
+        if inspect.isfunction(meta):
+            return None, False, False, (
+                f"the metadata of parameter {name!r} is the plain function "
+                f"{meta.__name__!r}, not a step.",
+                f"Decorate it with @step ({_short_loc(meta)}), or wire it by name.",
+            )
+    return None, False, False, None
+
+
+def _bare_step_problem(name: str, upstream: Step[Any, Any]) -> tuple[str, ...]:
+    """``def d(x: some_step)``: a step where a type belongs."""
+    returns = return_annotation(upstream.fn)
+    base = "T" if returns is EMPTY else _type_text(returns)
+    return (
+        f"parameter {name!r} is annotated with the step {upstream.name!r} itself, which is "
+        "not a type.",
+        f"To take its output, write {name}: Annotated[{base}, {upstream.name}]; or name the "
+        f"parameter {upstream.name} to wire it by name.",
+    )
 
 
 def _each_problem(name: str, upstream: Any, annotation: Any) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ PUBLIC = [
     "Event",
     "Graph",
     "GraphError",
+    "Input",
     "InputError",
     "InputSpec",
     "MapLengthError",
