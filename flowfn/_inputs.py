@@ -83,7 +83,7 @@ class GraphInputs(dict[str, InputSpec]):
         fn = self.undecorated.get(name)
         if fn is None:
             return ""
-        return f" Did you forget @step on def {fn.__name__} ({location(fn)})?"
+        return f". Did you forget @step on def {fn.__name__} ({location(fn)})?"
 
 
 def structure(value: Any, tp: Any, path: str) -> tuple[Any, list[str]]:
