@@ -31,6 +31,7 @@ import msgspec
 from ._converter import converter as converter
 from ._converter import problems_of
 from ._errors import InputError, did_you_mean, location, type_name
+from ._options import describe
 from ._step import MISSING, Step
 from ._types import EMPTY, opaque_class, strip_annotated
 
@@ -97,9 +98,41 @@ def structure(value: Any, tp: Any, path: str) -> tuple[Any, list[str]]:
         return None, problems_of(exc, path)
 
 
+def check_mapping_arg(context: str, argument: str, value: Any, takes: str,
+                      keys: tuple[type, ...] = (str,)) -> None:
+    """``value`` (an argument of ``run()``) is None or a mapping with keys of ``keys``."""
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        hint = ""
+        if argument == "inputs" and isinstance(value, str) and "=" in value:
+            name, _, text = value.partition("=")
+            hint = f" To pass {value!r}, write {{{name.strip()!r}: {text.strip()!r}}}."
+        elif isinstance(value, list | tuple) and value and all(
+                isinstance(x, tuple) and len(x) == 2 for x in value):
+            hint = f" A list of pairs becomes one with dict(...): {argument}=dict(pairs)."
+        raise TypeError(
+            f"{context}: {argument} must be a mapping of {takes}, got {describe(value)}."
+            + hint
+        )
+    for key in value:
+        if not isinstance(key, keys):
+            what = "step names (str) or steps" if Step in keys else "names (str)"
+            raise TypeError(
+                f"{context}: the keys of {argument} must be {what}, got {describe(key)}."
+            )
+
+
+def check_inputs_arg(context: str, inputs: Any) -> None:
+    """The inputs given to a run: a mapping of input names to values."""
+    check_mapping_arg(context, "inputs", inputs,
+                      "input names to values, like {'order_id': 'A1'}")
+
+
 def structure_inputs(graph_name: str, specs: Mapping[str, InputSpec],
                      given: Mapping[str, Any], *, context: str | None = None) -> dict[str, Any]:
     """Every input of the graph, converted, or one :class:`InputError` listing all problems."""
+    check_inputs_arg(context or f"run({graph_name})", given)
     problems: list[str] = []
     values: dict[str, Any] = {}
     explain = specs if isinstance(specs, GraphInputs) else GraphInputs()

@@ -127,7 +127,7 @@ def check_name(fn: Any, name: Any) -> None:
     )
 
 
-def _executor_object(value: Any) -> bool:
+def is_executor_object(value: Any) -> bool:
     """Duck-typed executor: an async ``run`` method plus ``open`` and ``close``."""
     return (is_async_callable(getattr(value, "run", None))
             and callable(getattr(value, "open", None))
@@ -139,7 +139,7 @@ def check_executor(where: str, executor: Any, is_async: bool) -> Any:
     if executor is None:
         return "async" if is_async else "thread"
     if not isinstance(executor, str):
-        if _executor_object(executor):
+        if is_executor_object(executor):
             return executor
         raise TypeError(
             f"{where}: executor= must be one of {_names()} or an executor object (with an "
