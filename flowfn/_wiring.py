@@ -137,6 +137,8 @@ def has_forward_refs(tp: Any) -> bool:
 
     ``Annotated`` metadata and ``Literal`` values are data, not names.
     """
+    if type(tp) is type:  # a plain class, the common case: nothing to look up
+        return False
     if isinstance(tp, str | ForwardRef):
         return True
     origin = get_origin(tp)
