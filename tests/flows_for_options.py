@@ -46,9 +46,9 @@ def async_wrapper(fn: Any) -> Any:
 class FakeExecutor:
     """The duck type executor= accepts: async run, open and close."""
 
-    def open(self) -> None: ...
+    async def open(self) -> None: ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
-    async def run(self, fn: Any, kwargs: dict[str, Any]) -> Any:
-        return fn(**kwargs)
+    async def run(self, call: Any) -> Any:
+        return call()
