@@ -207,8 +207,11 @@ def _raw_parameters(fn: Callable[..., Any]) -> list[_RawParam]:
 
 
 def return_annotation(fn: Callable[..., Any]) -> Any:
-    target = inspect.unwrap(fn)
-    anns = getattr(target, "__annotations__", {})
+    """The return annotation of ``fn`` (of the function it wraps, of a partial's function,
+    of a callable object's ``__call__``), resolved; ``EMPTY`` when there is none."""
+    target = code_owner(inspect.unwrap(fn))
+    anns = getattr(target, "__annotations__", None) if inspect.isfunction(target) else None
+    anns = anns or {}
     if "return" in anns:
         try:
             return strip_annotated(_resolve(anns["return"], target))

@@ -11,7 +11,7 @@ import flows_for_options as fo
 import pytest
 from messages_help import at, repo_root_cwd  # noqa: F401 (a fixture)
 
-from flowfn import graph, run, step
+from flowfn import GraphError, graph, run, step
 
 pytestmark = pytest.mark.usefixtures("repo_root_cwd")
 
@@ -259,3 +259,17 @@ def test_closure_step_cannot_be_pickled() -> None:
 def test_lambda_step_cannot_be_pickled() -> None:
     with pytest.raises(pickle.PicklingError, match="is a lambda"):
         pickle.dumps(step(lambda: 1, name="one"))
+
+
+def test_callable_object_and_partial_return_types_are_checked() -> None:
+    adder = step(fo.AsyncAdder(), name="adder")
+    half = step(functools.partial(fo.async_add, y=1), name="half")
+    assert graph(adder).node("adder").output_type is int
+    assert graph(half).node("half").output_type is int
+
+    @step
+    def shout(adder: str) -> str:
+        return adder
+
+    with pytest.raises(GraphError, match="expects str, but step 'adder' returns int"):
+        graph(shout, adder)
