@@ -126,9 +126,15 @@ def _upstreams(s: AnyStep, info: Info, found: Discovery) -> list[AnyStep]:
             if isinstance(p.ref, Step):
                 out.append(p.ref)
             elif not p.as_input:
-                target = found.lookup(p.ref if p.ref is not None else p.name, g)
+                name = p.ref if p.ref is not None else p.name
+                target = found.lookup(name, g)
                 if target is not None:
                     out.append(target)
+                    # a different step of that name in the function's own module takes
+                    # part too, so that the duplicate name is reported, not settled
+                    mine = module_steps(g).get(name)
+                    if mine is not None and mine is not target:
+                        out.append(mine)
     for a in s.after:
         target = a if isinstance(a, Step) else found.lookup(a, info.globalns)
         if target is not None:

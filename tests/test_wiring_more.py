@@ -38,6 +38,11 @@ def test_same_name_in_two_modules_is_a_duplicate_whatever_the_order() -> None:
         assert lines[6:] == ['    Give all but one another name: @step(name="...").']
 
 
+def test_a_given_step_does_not_hide_the_module_step_of_that_name() -> None:
+    message = graph_error(rb.deploy_b, ra.region)
+    assert "step name 'region' is used by 2 different steps:" in message
+
+
 def test_each_module_alone_wires_its_own_step() -> None:
     assert run(graph(ra.deploy_a)).output == "a in eu-west"
     assert run(graph(rb.deploy_b)).output == "b in us-east"
