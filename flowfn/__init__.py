@@ -41,6 +41,7 @@ from ._step import step as step
 from ._store import MemoryStore as MemoryStore
 from ._store import SQLiteStore as SQLiteStore
 from ._store import StoreError as StoreError
+from ._wiring import Input as Input
 from ._wiring import each as each
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "Form",
     "Graph",
     "GraphError",
+    "Input",
     "InputError",
     "InputSpec",
     "MapLengthError",

@@ -16,7 +16,6 @@ paused on that clock (:func:`real_work`).
 from __future__ import annotations
 
 import importlib
-import inspect
 import math
 import sys
 import weakref
@@ -28,6 +27,7 @@ import trio
 
 from . import _threads
 from ._errors import Problem
+from ._options import is_async_callable
 from ._result import Span
 from ._sending import sendable_problem
 from ._step import Step
@@ -337,7 +337,7 @@ def check_sendable(steps: Iterable[Step[Any, Any]],
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(inspect.unwrap(fn))
+    return is_async_callable(fn)
 
 
 # --- the interface the scheduler uses today (until it holds an Executors per run) -------

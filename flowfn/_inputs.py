@@ -12,34 +12,28 @@ is not a ``str``. Every bad value is reported at once, as a data path
   nothing (``3`` for ``int | str`` stays ``3``, ``"3"`` stays ``"3"``, ``1.5`` is refused);
 - an ``Enum`` takes a member or a member's value; ``bytes`` also base64 text;
 - a set refuses items that repeat once converted (it would drop some);
-- a ``Literal`` takes exactly one of its values.
+- a ``Literal`` takes exactly one of its values;
+- any other annotation (a class without a data shape, ``object``, ``Callable``, a
+  ``Protocol``, a ``TypeVar``) takes the value as it is, ``isinstance``-checked.
+
+The converter itself lives in ``_converter``.
 """
 
 from __future__ import annotations
 
-import base64
-import collections.abc
-import dataclasses
-import datetime as dt
-import math
-import numbers
-import types
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any
 
-import attrs
-import cattrs
-import cattrs.cols
 import msgspec
 
-from ._errors import InputError, did_you_mean, type_name
-from ._step import MISSING
-from ._types import EMPTY, strip_annotated
+from ._converter import converter as converter
+from ._converter import problems_of
+from ._errors import InputError, did_you_mean, location, type_name
+from ._options import describe
+from ._step import MISSING, Step
+from ._types import EMPTY, opaque_class, strip_annotated
 
 
 @dataclass
@@ -58,267 +52,39 @@ class InputSpec:
         return f"<input {self.name}: {tp}{default}>"
 
 
-class _BadValue(ValueError):
-    def __init__(self, expected: str, got: Any):
-        super().__init__(f"invalid value for type, expected {expected} (got {got!r})")
+class GraphInputs(dict[str, InputSpec]):
+    """A graph's inputs by name, plus what explains a wrong or missing one at run time.
 
+    ``wired_by_name``: parameters that are *not* inputs because a step of their module
+    has their name (param name -> asking step, that step, the parameter's annotation).
+    ``undecorated``: required inputs named like a plain function of the asking step's
+    module, a forgotten ``@step``.
+    """
 
-def _strict_int(value: Any, _: Any) -> int:
-    if isinstance(value, bool):
-        raise _BadValue("int", value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise _BadValue("int", value)
+    def __init__(self) -> None:
+        super().__init__()
+        self.wired_by_name: dict[str, tuple[Step[Any, Any], Step[Any, Any], Any]] = {}
+        self.undecorated: dict[str, Callable[..., Any]] = {}
 
+    def unknown_hint(self, name: str) -> str:
+        """Why ``name`` is no input although a parameter has that name, or ''."""
+        wired = self.wired_by_name.get(name)
+        if wired is None:
+            return ""
+        asker, upstream, annotation = wired
+        base = "T" if annotation is EMPTY else type_name(annotation)
+        return (
+            f" Parameter {name!r} of step {asker.name!r} ({asker.location}) is wired by name "
+            f"to step {upstream.name!r} ({upstream.location}), so it is not an input. To make "
+            f"it one, annotate it Annotated[{base}, Input] (from flowfn import Input), or "
+            "rename the step."
+        )
 
-def _strict_float(value: Any, _: Any) -> float:
-    if isinstance(value, bool):
-        raise _BadValue("float", value)
-    if isinstance(value, int):
-        try:
-            exact = float(value)
-        except OverflowError:
-            exact = math.inf
-        if exact == value:  # no digits lost on the way
-            return exact
-        raise _BadValue("float, which cannot hold this int exactly", value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(number) or any(w in value.lower() for w in ("inf", "nan")):
-                return number
-    raise _BadValue("float", value)
-
-
-def _strict_bytes(value: Any, _: Any) -> bytes:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, str):  # JSON has no bytes: base64 text, as the schema says
-        try:
-            return base64.b64decode(value, validate=True)
-        except ValueError:
-            pass
-    raise _BadValue("bytes, as bytes or base64 text", value)
-
-
-# type -> (parse its text form, what that text looks like)
-_TEXT_FORMS: dict[type, tuple[Callable[[str], Any], str]] = {
-    dt.date: (dt.date.fromisoformat, "an ISO 8601 date like '2026-12-01'"),
-    dt.datetime: (dt.datetime.fromisoformat,
-                  "an ISO 8601 date and time like '2026-12-01T09:30:00'"),
-    dt.time: (dt.time.fromisoformat, "an ISO 8601 time like '09:30:00'"),
-    uuid.UUID: (uuid.UUID, "a UUID like '6f1c2d3e-0000-4000-8000-000000000000'"),
-    Decimal: (Decimal, "a decimal number as text, like '19.99'"),
-    Path: (Path, "a path as text"),
-}
-
-
-def _text_form(cls: type) -> Callable[[Any, Any], Any]:
-    """An instance of ``cls`` as is, or ``cls`` parsed from its text form."""
-    parse, looks_like = _TEXT_FORMS[cls]
-
-    def hook(value: Any, _: Any) -> Any:
-        if isinstance(value, cls) and not (cls is dt.date and isinstance(value, dt.datetime)):
-            return value  # (a datetime is a date to Python, but would lose its time here)
-        if cls is Decimal and isinstance(value, int) and not isinstance(value, bool):
-            return Decimal(value)
-        if isinstance(value, str) and value.strip():
-            try:
-                return parse(value.strip())
-            except (ValueError, InvalidOperation):
-                pass
-        raise _BadValue(f"{cls.__name__}, as {looks_like}", value)
-
-    return hook
-
-
-_PLAIN = (int, float, str, bool, bytes, type(None))
-
-
-def _is_plain_union(tp: Any) -> bool:
-    """``int | str``, ``float | int | None``...: not just ``X | None`` (cattrs converts
-    that one into ``X``)."""
-    args = get_args(tp) if get_origin(tp) in (Union, types.UnionType) else ()
-    return all(a in _PLAIN for a in args) and len([a for a in args if a is not type(None)]) > 1
-
-
-def _plain_union(tp: Any) -> Callable[[Any, Any], Any]:
-    """A value that already is one of the members, as is: nothing is converted, so the
-    order of the members does not matter (``"3"`` for ``int | str`` stays a ``str``)."""
-    members = set(get_args(tp))
-    expected = type_name(tp)
-
-    def hook(value: Any, _: Any) -> Any:
-        if type(value) in members:
-            return value
-        raise _BadValue(expected, value)
-
-    return hook
-
-
-def _is_enum(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, Enum)
-
-
-def _enum(tp: Any) -> Callable[[Any, Any], Any]:
-    expected = f"{tp.__name__}: one of " + ", ".join(repr(m.value) for m in tp)
-
-    def hook(value: Any, _: Any) -> Any:
-        if isinstance(value, tp):
-            return value
-        try:
-            return tp(value)
-        except ValueError:
-            raise _BadValue(expected, value) from None
-
-    return hook
-
-
-def _enums_first(hook: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    def routed(value: Any, tp: Any) -> Any:
-        return _enum(tp)(value, tp) if _is_enum(tp) else hook(value, tp)
-
-    return routed
-
-
-def _is_literal(tp: Any) -> bool:
-    return get_origin(tp) is Literal
-
-
-def _literal(tp: Any) -> Callable[[Any, Any], Any]:
-    allowed = get_args(tp)
-    expected = "one of " + ", ".join(repr(a) for a in allowed)
-
-    def hook(value: Any, _: Any) -> Any:
-        if any(value == a and type(value) is type(a) for a in allowed):
-            return value
-        raise _BadValue(expected, value)
-
-    return hook
-
-
-def _strict_str(value: Any, _: Any) -> str:
-    if isinstance(value, str):
-        return value
-    raise _BadValue("str", value)
-
-
-def _strict_bool(value: Any, _: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise _BadValue("bool", value)
-
-
-def _is_collection(tp: Any) -> bool:
-    origin = get_origin(tp) or tp
-    return (
-        isinstance(origin, type)
-        and origin not in (str, bytes)
-        and issubclass(origin, collections.abc.Iterable)
-        and not issubclass(origin, collections.abc.Mapping)
-        and origin.__module__ in ("builtins", "collections.abc", "typing")
-    )
-
-
-def _is_record_class(tp: Any) -> bool:
-    """A dataclass or an attrs class (possibly parametrized, ``Box[int]``)."""
-    origin = get_origin(tp) or tp
-    return isinstance(origin, type) and (attrs.has(origin) or dataclasses.is_dataclass(origin))
-
-
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(detailed_validation=True, forbid_extra_keys=True)
-    # cattrs finds the int/str/float hook for an IntEnum or a `class Kind(str, Enum)`
-    # first (along its MRO): those hooks hand enums over to the enum hook.
-    conv.register_structure_hook(int, _enums_first(_strict_int))
-    conv.register_structure_hook(float, _enums_first(_strict_float))
-    conv.register_structure_hook(str, _enums_first(_strict_str))
-    conv.register_structure_hook(bool, _strict_bool)
-    conv.register_structure_hook(bytes, _strict_bytes)
-    for cls in _TEXT_FORMS:
-        conv.register_structure_hook(cls, _text_form(cls))
-    conv.register_structure_hook_factory(_is_literal, _literal)
-    conv.register_structure_hook_factory(_is_enum, _enum)
-    conv.register_structure_hook_factory(_is_plain_union, _plain_union)
-    conv.register_structure_hook(Any, lambda v, _: v)
-
-    def no_text_as_collection(tp: Any) -> Any:
-        origin = get_origin(tp) or tp
-        base: Any
-        if issubclass(origin, tuple):
-            base = conv._structure_tuple
-        elif issubclass(origin, frozenset):
-            base = conv._structure_frozenset
-        elif issubclass(origin, collections.abc.Set):
-            base = conv._structure_set
-        else:  # list, Sequence, Iterable, ...: cattrs' own list hook
-            base = cattrs.cols.list_structure_factory(tp, conv)
-        expected = type_name(tp)
-        unique = issubclass(origin, collections.abc.Set)
-
-        def hook(value: Any, t: Any) -> Any:
-            if isinstance(value, str | bytes | Mapping) or not isinstance(
-                value, collections.abc.Iterable
-            ):
-                raise _BadValue(expected, value)
-            items = list(value)
-            out = base(items, t)
-            if unique and len(out) != len(items):  # a set would silently drop some
-                raise _BadValue(f"{expected} with no repeated items", value)
-            return out
-
-        return hook
-
-    conv.register_structure_hook_factory(_is_collection, no_text_as_collection)
-
-    def instance_as_is(tp: Any) -> Any:
-        """A value that already is an instance of the class is accepted unchanged."""
-        cls = get_origin(tp) or tp
-        base = conv.gen_structure_attrs_fromdict(tp)
-
-        def hook(value: Any, t: Any) -> Any:
-            if isinstance(value, cls):
-                return value
-            return base(value, t)
-
-        return hook
-
-    conv.register_structure_hook_factory(_is_record_class, instance_as_is)
-    return conv
-
-
-converter = _make_converter()
-
-
-def _problems(exc: Exception, path: str) -> list[str]:
-    def fmt(e: BaseException, tp: Any) -> str:
-        if isinstance(e, _BadValue):
-            return str(e)
-        if isinstance(e, KeyError):
-            return "required field missing"
-        if isinstance(e, cattrs.ForbiddenExtraKeysError):
-            return f"unknown keys: {', '.join(sorted(e.extra_fields))}"
-        return f"invalid value for type, expected {type_name(tp)}" if tp else str(e)
-
-    out = []
-    for line in cattrs.transform_error(exc, path=path, format_exception=fmt):
-        message, _, where = line.rpartition(" @ ")
-        out.append(f"{where}: {message}" if message else line)
-    return out
+    def missing_hint(self, name: str) -> str:
+        fn = self.undecorated.get(name)
+        if fn is None:
+            return ""
+        return f". Did you forget @step on def {fn.__name__} ({location(fn)})?"
 
 
 def structure(value: Any, tp: Any, path: str) -> tuple[Any, list[str]]:
@@ -329,21 +95,55 @@ def structure(value: Any, tp: Any, path: str) -> tuple[Any, list[str]]:
     try:
         return converter.structure(value, tp), []
     except Exception as exc:
-        return None, _problems(exc, path)
+        return None, problems_of(exc, path)
+
+
+def check_mapping_arg(context: str, argument: str, value: Any, takes: str,
+                      keys: tuple[type, ...] = (str,)) -> None:
+    """``value`` (an argument of ``run()``) is None or a mapping with keys of ``keys``."""
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        hint = ""
+        if argument == "inputs" and isinstance(value, str) and "=" in value:
+            name, _, text = value.partition("=")
+            hint = f" To pass {value!r}, write {{{name.strip()!r}: {text.strip()!r}}}."
+        elif isinstance(value, list | tuple) and value and all(
+                isinstance(x, tuple) and len(x) == 2 for x in value):
+            hint = f" A list of pairs becomes one with dict(...): {argument}=dict(pairs)."
+        raise TypeError(
+            f"{context}: {argument} must be a mapping of {takes}, got {describe(value)}."
+            + hint
+        )
+    for key in value:
+        if not isinstance(key, keys):
+            what = "step names (str) or steps" if Step in keys else "names (str)"
+            raise TypeError(
+                f"{context}: the keys of {argument} must be {what}, got {describe(key)}."
+            )
+
+
+def check_inputs_arg(context: str, inputs: Any) -> None:
+    """The inputs given to a run: a mapping of input names to values."""
+    check_mapping_arg(context, "inputs", inputs,
+                      "input names to values, like {'order_id': 'A1'}")
 
 
 def structure_inputs(graph_name: str, specs: Mapping[str, InputSpec],
                      given: Mapping[str, Any], *, context: str | None = None) -> dict[str, Any]:
     """Every input of the graph, converted, or one :class:`InputError` listing all problems."""
+    check_inputs_arg(context or f"run({graph_name})", given)
     problems: list[str] = []
     values: dict[str, Any] = {}
+    explain = specs if isinstance(specs, GraphInputs) else GraphInputs()
     for name, value in given.items():
         spec = specs.get(name)
         if spec is None:
             guess = did_you_mean(name, specs)
             hint = f" Did you mean {guess!r}?" if guess else ""
             known = ", ".join(sorted(specs)) or "none"
-            problems.append(f"{name}: unknown input.{hint} This graph's inputs: {known}.")
+            problems.append(f"{name}: unknown input.{hint} This graph's inputs: {known}."
+                            + explain.unknown_hint(name))
             continue
         converted, bad = structure(value, spec.type, name)
         problems.extend(bad)
@@ -352,7 +152,8 @@ def structure_inputs(graph_name: str, specs: Mapping[str, InputSpec],
     for name, spec in specs.items():
         if name not in given and spec.required:
             askers = ", ".join(sorted(spec.askers))
-            problems.append(f"{name}: required input missing (asked for by {askers})")
+            problems.append(f"{name}: required input missing (asked for by {askers})"
+                            + explain.missing_hint(name))
     if problems:
         raise InputError(context or f"run({graph_name})", problems)
     return values
@@ -398,9 +199,25 @@ def schema_of(tp: Any) -> dict[str, Any]:
     return {**out, "$defs": components} if components else dict(out)
 
 
+def _describable(tp: Any) -> bool:
+    tp = strip_annotated(tp)
+    if tp is not EMPTY and opaque_class(tp):
+        return False
+    try:
+        msgspec.json.schema_components([_for_schema(tp)])
+    except TypeError:
+        return False
+    return True
+
+
 def input_schema(specs: Mapping[str, InputSpec]) -> dict[str, Any]:
-    """An object schema whose properties are the graph's inputs."""
-    names = sorted(specs)
+    """An object schema whose properties are the graph's inputs.
+
+    Inputs taken as Python objects (a client, a DataFrame, a callable) have no JSON form:
+    they are left out, and named in the schema's ``$comment``.
+    """
+    names = sorted(n for n in specs if _describable(specs[n].type))
+    objects = sorted(n for n in specs if n not in names)
     named = [(n, specs[n].type) for n in names]
     schemas, components = _schema_components(named) if named else ((), {})
     properties: dict[str, Any] = {}
@@ -421,5 +238,8 @@ def input_schema(specs: Mapping[str, InputSpec]) -> dict[str, Any]:
     }
     if components:
         out["$defs"] = components
+    if objects:
+        listed = ", ".join(f"{n} ({type_name(specs[n].type)})" for n in objects)
+        out["$comment"] = (f"Python-object inputs, not described here (pass them to run() "
+                           f"directly): {listed}.")
     return out
-

@@ -9,6 +9,7 @@ knows none of them by name. A new kind (a human ``ask``) is a class here and a l
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -89,6 +90,10 @@ class MapKind(Kind):
             columns = [list(kwargs[p]) for p in mapped]
         except TypeError as exc:
             return Failed(exc)
+        if node.map_mode == "product":  # one item per combination, in product order
+            columns = [list(col) for col in zip(*itertools.product(*columns), strict=True)]
+            if not columns:  # an empty list among them: no combination at all
+                columns = [[] for _ in mapped]
         lengths = {p: len(c) for p, c in zip(mapped, columns, strict=True)}
         if len(set(lengths.values())) > 1:
             detail = ", ".join(f"{p}: {n} items" for p, n in lengths.items())

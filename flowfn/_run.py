@@ -25,16 +25,15 @@ from ._durable import (
 from ._errors import (
     GraphError,
     InputError,
-    Problem,
     RunFailed,
-    def_line,
     did_you_mean,
     exc_line,
 )
-from ._executors import Executor, Executors
+from ._executors import Executor, Executors, check_sendable
 from ._graph import Graph, graph
 from ._inputs import structure, structure_inputs
 from ._result import Event, RunResult, RunStatus, Span
+from ._runargs import check_run_args
 from ._scheduler import Runner
 from ._state import IN_PREDICATE, Asks, CancelReason, Shared, UnhandledFailure
 from ._step import Step
@@ -67,7 +66,8 @@ async def arun(
     """Run ``flow`` inside the current trio program. See :func:`run`."""
     g = _as_graph(flow)
     context = f"run({g.name})"
-    options = _options(g, max_concurrency, limits, timeout, overrides, on_event, executor)
+    options = _options(g, max_concurrency, limits, timeout, overrides, on_event, executor,
+                       inputs=inputs, run_id=run_id)
     values = structure_inputs(g.name, g.inputs, inputs or {}, context=context)
     given = check_answers(g, answers or {}, f"run({g.name}, answers=...)")
     rid = run_id if run_id is not None else uuid.uuid4().hex
@@ -135,23 +135,33 @@ async def aresume(
 def _options(g: Graph, max_concurrency: int | None, limits: Mapping[str, int] | None,
              timeout: float | None, overrides: Mapping[Any, Any] | None,
              on_event: Callable[[Event], object] | None,
-             executor: str | Executor | None) -> dict[str, Any]:
-    checked = check_overrides(g, overrides or {}, f"run({g.name}, overrides=...)")
-    check_limits(g, limits or {}, f"run({g.name}, limits=...)")
-    if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
-        raise ValueError(
-            f"run({g.name}, timeout={timeout!r}): the deadline must be a number of seconds "
-            "> 0, or None for no deadline."
-        )
-    if max_concurrency is not None and (
-            isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
-            or max_concurrency < 1):
-        raise ValueError(
-            f"run({g.name}, max_concurrency={max_concurrency!r}): the cap must be a whole "
-            "number >= 1, or None for no cap."
-        )
+             executor: str | Executor | None, *, inputs: Any = None,
+             run_id: Any = None) -> dict[str, Any]:
+    """The run options, checked (``_runargs``), as the runner takes them."""
+    checked = check_run_args(g, inputs=inputs, max_concurrency=max_concurrency,
+                             limits=limits, timeout=timeout, overrides=overrides,
+                             executor=executor, run_id=run_id)
+    problems = check_sendable(_all_steps(g), executor) if executor or _sends(g) else []
+    if problems:
+        raise GraphError(f"run({g.name})", problems)
     return {"overrides": checked, "limits": limits or {}, "timeout": timeout,
             "max_concurrency": max_concurrency, "on_event": on_event, "executor": executor}
+
+
+def _sends(g: Graph) -> bool:
+    """Some step of the graph runs in another process or on a cluster."""
+    return any(not isinstance(s.executor, str) or s.executor == "process"
+               for s in _all_steps(g))
+
+
+def _all_steps(g: Graph) -> list[Step[Any, Any]]:
+    """The steps of a graph and of its sub-workflows."""
+    found = list(g.steps)
+    for n in g.nodes:
+        if n.kind == "subflow":
+            spec: Any = n.step.container
+            found.extend(_all_steps(spec.graph))
+    return found
 
 
 async def _start(g: Graph, values: dict[str, Any], options: dict[str, Any], run_id: str,
@@ -356,36 +366,6 @@ def resume(
 # --- checks before a run, and the messages after a failed one -----------------------------
 
 
-def check_overrides(graph: Graph, overrides: Mapping[Any, Any], context: str) -> dict[str, Any]:
-    """Overrides keyed by name (``branch/step`` paths inside sub-workflows), validated."""
-    out: dict[str, Any] = {}
-    problems: list[Problem] = []
-    names = _overridable(graph) if overrides else []
-    for key, value in overrides.items():
-        name = key.name if isinstance(key, Step) else str(key)
-        if name not in names:
-            guess = did_you_mean(name, names)
-            lines = [f"overrides names {name!r}, but no step in this graph has that name."]
-            hint = f"Did you mean {guess!r}? " if guess else ""
-            lines.append(f"{hint}Overridable steps: {', '.join(sorted(names))}.")
-            problems.append(Problem("", tuple(lines)))
-            continue
-        out[name] = value
-    if problems:
-        raise GraphError(context, problems, blank=False)
-    return out
-
-
-def _overridable(graph: Graph, prefix: str = "") -> list[str]:
-    names: list[str] = []
-    for n in graph.nodes:
-        names.append(prefix + n.name)
-        spec: Any = n.step.container
-        if n.kind == "subflow":
-            names.extend(_overridable(spec.graph, prefix + n.name + "/"))
-    return names
-
-
 def check_answers(graph: Graph, answers: Mapping[str, Any], context: str) -> dict[str, Any]:
     """Every answer converted to its ``ask()`` step's answer type, or one ``InputError``
     with every bad data path; an answer naming no ``ask()`` step is one of them."""
@@ -422,37 +402,6 @@ def _asks(graph: Graph, prefix: str = "") -> dict[str, Any]:
         elif n.kind == "subflow":
             found.update(_asks(spec.graph, prefix + n.name + "/"))
     return found
-
-
-def check_limits(graph: Graph, limits: Mapping[str, int], context: str) -> None:
-    """Every ``limit=`` used in the graph (sub-workflows included) is defined, and every
-    capacity is a whole number >= 1."""
-    problems: list[Problem] = []
-
-    def visit(g: Graph, prefix: str) -> None:
-        for n in g.limit_checks:
-            lim = n.step.limit
-            if lim is not None and lim not in limits:
-                guess = did_you_mean(lim, limits)
-                hint = f" Did you mean {guess!r}?" if guess else ""
-                problems.append(Problem(def_line(n.step.fn, n.name, at=n.step.location), (
-                    f"step {prefix + n.name!r}: @step(limit={lim!r}) names a limit that this "
-                    f"run does not define.{hint}",
-                    f"Pass it to the run: limits={{{lim!r}: 5}}"
-                    + (f" (defined: {', '.join(sorted(limits))})." if limits else "."),
-                )))
-            spec: Any = n.step.container
-            if n.kind == "subflow":
-                visit(spec.graph, prefix + n.name + "/")
-
-    visit(graph, "")
-    for name, cap in limits.items():
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-            problems.append(Problem(f"limits[{name!r}] = {cap!r}", (
-                "a capacity limit must be a whole number >= 1.",
-            )))
-    if problems:
-        raise GraphError(context, problems)
 
 
 def failure_message(failure: UnhandledFailure, spans: Mapping[str, Span],

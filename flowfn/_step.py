@@ -8,19 +8,53 @@ tests need no flowfn at all. Steps compare by identity, because ``typing`` cache
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
+import pickle
 import random
-from collections.abc import Callable, Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from ._errors import location, type_name, with_article
+from ._options import (
+    EXECUTORS,
+    callable_name,
+    check_backoff,
+    check_executor,
+    check_flags,
+    check_limit,
+    check_map,
+    check_name,
+    check_resources,
+    check_retries,
+    check_retry_on,
+    check_timeout,
+    check_unknown,
+    check_version,
+    check_when,
+    describe,
+    fn_location,
+    is_async_callable,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-ExecutorName = Literal["async", "thread", "inline"]
-EXECUTORS: tuple[str, ...] = ("async", "thread", "inline")
+ExecutorName = Literal["async", "thread", "inline", "process", "asyncio"]
+MapMode = Literal["zip", "product"]
+__all__ = ["EXECUTORS", "MISSING", "Backoff", "BackoffError", "Step", "backoff_delay", "step"]
+
+
+class ExecutorObject(Protocol):
+    """What ``executor=`` accepts besides a name (e.g. ``flowfn.dask.DaskExecutor``): an
+    async ``run`` of one call, and ``open``/``close`` around the runs that use it."""
+
+    async def open(self) -> None: ...
+
+    async def run(self, call: Any) -> Any: ...
+
+    async def close(self) -> None: ...
 
 
 class _Missing:
@@ -69,7 +103,7 @@ def backoff_delay(backoff: BackoffLike, attempt: int, step: Step[Any, Any] | Non
     if isinstance(backoff, Backoff):
         return backoff(attempt)
     who = f"step {step.name!r} ({step.location}): " if step is not None else ""
-    what = f"backoff= function {_callable_name(backoff)!r}"
+    what = f"backoff= function {callable_name(backoff)!r}"
     try:
         result = backoff(attempt)
     except Exception as exc:
@@ -80,76 +114,8 @@ def backoff_delay(backoff: BackoffLike, attempt: int, step: Step[Any, Any] | Non
     if isinstance(result, int | float) and not isinstance(result, bool) and result >= 0:
         return float(result)
     raise BackoffError(
-        f"{who}{what} returned {_describe(result)} for attempt {attempt}, not a number of "
+        f"{who}{what} returned {describe(result)} for attempt {attempt}, not a number of "
         "seconds >= 0. It must return the number of seconds to wait before the next attempt."
-    )
-
-
-def _callable_name(fn: Any) -> str:
-    name = getattr(fn, "__name__", None)
-    return name if isinstance(name, str) else type(fn).__name__
-
-
-def _describe(value: Any) -> str:
-    """A short, stable description of a user's value: no ``<function at 0x...>``."""
-    if inspect.isfunction(value):
-        return f"the plain function {value.__name__!r} ({location(value)})"
-    if isinstance(value, type):
-        return f"the class {type_name(value)!r}"
-    if inspect.iscoroutine(value):
-        value.close()  # a called step, never awaited: silence the RuntimeWarning
-        return "a coroutine object (a step called instead of referenced)"
-    if value is None:
-        return "None"
-    if isinstance(value, BaseException):
-        return f"the exception {value!r} (an instance, not a class)"
-    kind = with_article(type_name(type(value)))
-    text = repr(value)
-    return f"{text} ({kind})" if len(text) <= 40 and not text.startswith("<") else kind
-
-
-def _check_backoff(where: str, backoff: Any) -> None:
-    if backoff is None or (callable(backoff) and not isinstance(backoff, Backoff)):
-        return
-    if isinstance(backoff, Backoff):
-        bad = []
-        for field, low in (("initial", 0), ("factor", None), ("maximum", 0), ("jitter", 0)):
-            value = getattr(backoff, field)
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            if not number or not (value > 0 if low is None else value >= low) or (
-                    field == "jitter" and value > 1):
-                bad.append(f"{field}={value!r}")
-        if bad:
-            raise ValueError(
-                f"{where}: backoff={backoff!r} has {' and '.join(bad)}. initial and maximum "
-                "must be seconds >= 0, factor a number > 0 and jitter between 0 and 1."
-            )
-        return
-    if isinstance(backoff, int | float) and not isinstance(backoff, bool) and backoff >= 0:
-        return
-    raise ValueError(
-        f"{where}: backoff= must be a number of seconds >= 0, a Backoff(...) or a function "
-        f"of the attempt number, got {_describe(backoff)}. Use backoff=0 to retry at once."
-    )
-
-
-def _check_retry_on(where: str, retry_on: Any) -> tuple[type[BaseException], ...]:
-    def exception_class(x: Any) -> bool:
-        return isinstance(x, type) and issubclass(x, BaseException)
-
-    if exception_class(retry_on):
-        return (retry_on,)
-    bad: Any = retry_on
-    verb = "is"
-    if isinstance(retry_on, Iterable) and not isinstance(retry_on, str | bytes):
-        items = tuple(retry_on)
-        bad = next((x for x in items if not exception_class(x)), None)
-        if bad is None:
-            return items
-        verb = "contains"
-    raise TypeError(
-        f"{where}: retry_on= must be exception classes, but it {verb} {_describe(bad)}. "
-        "Write for example retry_on=(ConnectionError, TimeoutError)."
     )
 
 
@@ -169,7 +135,7 @@ def _check_after(where: str, after: Any) -> tuple[Step[Any, Any] | str, ...]:
     hint = ("Decorate it with @step, or give a step's name." if inspect.isfunction(bad)
             else 'Pass steps or their names: after=[load] or after=["load"].')
     raise TypeError(
-        f"{where}: after= must list steps or step names, but it {verb} {_describe(bad)}. "
+        f"{where}: after= must list steps or step names, but it {verb} {describe(bad)}. "
         + hint
     )
 
@@ -205,49 +171,36 @@ class Step(Generic[P, R]):
         backoff: BackoffLike | None = None,
         retry_on: type[BaseException] | Iterable[type[BaseException]] = (Exception,),
         limit: str | None = None,
-        executor: ExecutorName | None = None,
+        executor: ExecutorName | ExecutorObject | None = None,
+        resources: Mapping[str, float] | None = None,
+        cache: bool = False,
+        version: str | None = None,
+        checkpoint: bool = True,
+        map: MapMode = "zip",
         container: Container | None = None,
         defined_at: str | None = None,
+        **unknown: Any,
     ) -> None:
         if isinstance(fn, Step):
             fn = fn.fn
         if not callable(fn):
-            raise TypeError(f"@step decorates functions, got {fn!r}")
-        is_async = inspect.iscoroutinefunction(inspect.unwrap(fn))
-        if executor is None:
-            executor = "async" if is_async else "thread"
-        if executor not in EXECUTORS:
-            raise ValueError(
-                f"step {name or fn.__name__!r} ({location(fn)}): executor={executor!r} is not "
-                f"known. Use one of: {', '.join(repr(e) for e in EXECUTORS)}."
-            )
-        if executor == "async" and not is_async:
-            raise ValueError(
-                f"step {name or fn.__name__!r} ({location(fn)}): executor='async' needs an "
-                "'async def' function. Use executor='thread' or 'inline' for a plain 'def'."
-            )
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(
-                f"step {name or fn.__name__!r} ({defined_at or location(fn)}): retries= must "
-                f"be a whole number >= 0, got {retries!r}. It counts the tries after the "
-                "first: retries=2 tries up to 3 times."
-            )
-        if timeout is not None and not timeout > 0:
-            raise ValueError(
-                f"step {name or fn.__name__!r} ({defined_at or location(fn)}): timeout= must "
-                f"be a number of seconds > 0, got {timeout!r}. Leave it out for no timeout."
-            )
-        where = f"step {name or fn.__name__!r} ({defined_at or location(fn)})"
-        _check_backoff(where, backoff)
-        retry_on = _check_retry_on(where, retry_on)
-        if when is not None and not callable(when):
-            raise TypeError(
-                f"{where}: when= must be a function (a predicate wired by its own signature, "
-                f"like a step), but it is {_describe(when)}. Write for example "
-                "when=lambda validate: validate[\"ok\"], or leave it out to always run."
-            )
+            raise TypeError(f"@step decorates functions, got {describe(fn)}.")
+        check_name(fn, name)
+        where = f"step {name or callable_name(fn)!r} ({defined_at or fn_location(fn)})"
+        check_unknown(where, unknown)
+        is_async = is_async_callable(fn)
+        resolved = check_executor(where, executor, is_async)
+        check_retries(where, retries)
+        check_timeout(where, timeout)
+        check_backoff(where, backoff, Backoff)
+        retry_on = check_retry_on(where, retry_on)
+        check_when(where, when)
+        check_limit(where, limit)
+        check_flags(where, cache=cache, checkpoint=checkpoint)
+        check_version(where, version)
+        check_map(where, map)
         self.fn: Callable[P, R] = fn
-        self.name: str = name or fn.__name__
+        self.name: str = name or callable_name(fn)
         self.after: tuple[Step[Any, Any] | str, ...] = _check_after(where, after)
         self.when = when
         self.timeout = timeout
@@ -256,8 +209,17 @@ class Step(Generic[P, R]):
         self.backoff: BackoffLike = Backoff() if backoff is None else backoff
         self.retry_on: tuple[type[BaseException], ...] = retry_on
         self.limit = limit
-        self.executor: ExecutorName = executor
+        # The resolved executor: a name, or an executor object. ``executor_given`` is
+        # False when it is the default for the function's kind, which run(executor=...)
+        # may replace for sync steps.
+        self.executor: ExecutorName | Any = resolved
+        self.executor_given: bool = executor is not None
         self.is_async = is_async
+        self.resources: dict[str, float] | None = check_resources(where, resources)
+        self.cache: bool = cache
+        self.version: str | None = version
+        self.checkpoint: bool = checkpoint
+        self.map: MapMode = map
         self.container = container
         self._defined_at = defined_at  # call site of a pattern helper such as race()
         functools.update_wrapper(self, fn)  # __doc__, __name__, __module__, __wrapped__
@@ -269,13 +231,76 @@ class Step(Generic[P, R]):
     __eq__ = object.__eq__
     __hash__ = object.__hash__
 
+    def __copy__(self) -> Step[P, R]:
+        return self  # a step is one thing, wherever it is referenced
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Step[P, R]:
+        return self
+
+    def __reduce__(self) -> tuple[Callable[[str, str], Any], tuple[str, str]]:
+        """Pickled by reference (module and qualified name), so that a worker process
+        gets *this* step back, and unpickling in this process returns the same object."""
+        module, qualname = reference(self)
+        return _import_step, (module, qualname)
+
     @property
     def location(self) -> str:
         """``path:line`` of the function's definition (or of the pattern helper's call)."""
-        return self._defined_at or location(self.fn)
+        return self._defined_at or fn_location(self.fn)
 
     def __repr__(self) -> str:
         return f"<step {self.name!r} at {self.location}>"
+
+
+def reference(s: Step[Any, Any]) -> tuple[str, str]:
+    """``(module, qualname)`` under which ``s`` can be imported, or a PicklingError."""
+    module = getattr(s, "__module__", None)
+    qualname = getattr(s, "__qualname__", None)
+    why = ""
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        why = "its function has no module and qualified name"
+    elif "<locals>" in qualname or "<lambda>" in qualname:
+        why = f"it is defined inside a function or is a lambda ({qualname!r})"
+    elif module == "__main__":
+        why = "it is defined in __main__, which a worker cannot import"
+    elif _lookup(module, qualname) is not s:
+        qualname = _top_level_name(module, s) or qualname
+        if _lookup(module, qualname) is not s:
+            why = f"{module}.{qualname} is not this step (no top-level name holds it)"
+    if why:
+        raise pickle.PicklingError(
+            f"step {s.name!r} ({s.location}) cannot be pickled by reference: {why}. Define "
+            "it with @step at the top level of an importable module, or send its function "
+            "by value (cloudpickle)."
+        )
+    assert isinstance(module, str) and isinstance(qualname, str)
+    return module, qualname
+
+
+def _lookup(module: str, qualname: str) -> Any:
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception:
+        return None
+    return obj
+
+
+def _top_level_name(module: str, s: Step[Any, Any]) -> str | None:
+    """The module-level name holding ``s`` (``fetch = step(fetch_impl)``), if any."""
+    namespace = getattr(sys.modules.get(module), "__dict__", {})
+    return next((k for k, v in list(namespace.items()) if v is s), None)
+
+
+def _import_step(module: str, qualname: str) -> Any:
+    """Unpickling: the step found at ``module.qualname``."""
+    obj = _lookup(module, qualname)
+    if not isinstance(obj, Step):
+        raise pickle.UnpicklingError(
+            f"no step at {module}.{qualname} in this process (is the same code installed?)"
+        )
+    return obj
 
 
 @overload
@@ -294,7 +319,12 @@ def step(
     backoff: BackoffLike | None = None,
     retry_on: type[BaseException] | Iterable[type[BaseException]] = (Exception,),
     limit: str | None = None,
-    executor: ExecutorName | None = None,
+    executor: ExecutorName | ExecutorObject | None = None,
+    resources: Mapping[str, float] | None = None,
+    cache: bool = False,
+    version: str | None = None,
+    checkpoint: bool = True,
+    map: MapMode = "zip",
 ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
 
 
@@ -310,8 +340,14 @@ def step(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
       retries / backoff / retry_on: extra attempts, the wait between them, and which
         exceptions are worth retrying.
       limit: the name of a capacity limit given to ``run(limits={...})``.
-      executor: ``"async"`` (``async def``), ``"thread"`` (``def``), or ``"inline"``
-        (a cheap ``def`` run on the event loop itself).
+      executor: ``"async"`` (``async def``), ``"thread"`` (``def``), ``"inline"`` (a
+        cheap ``def`` run on the event loop itself), ``"process"``, ``"asyncio"``, or an
+        executor object.
+      resources: Dask resources the step needs, ``{"GPU": 1}``.
+      cache / version: reuse the stored output while code and inputs are unchanged;
+        ``version`` replaces the code hash.
+      checkpoint: ``False`` keeps the output out of the store (clients, connections).
+      map: ``"zip"`` (default) or ``"product"``: how several ``each()`` parameters combine.
     """
     if fn is not None:
         return Step(fn, **options)

@@ -7,10 +7,17 @@ it says *compatible*. It only reports mismatches it is sure of.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import collections.abc
+import dataclasses
+import datetime
+import decimal
+import enum
+import pathlib
 import types
 import typing
+import uuid
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 _UNION_TYPES: tuple[Any, ...] = (Union, types.UnionType)
@@ -207,3 +214,100 @@ def element_type(tp: Any) -> tuple[bool, Any]:
     if issubclass(origin, collections.abc.Mapping):
         return True, args[0]
     return True, args[0]
+
+
+# --- which annotations have a data shape ---------------------------------------------------
+
+_SCALARS: tuple[type, ...] = (
+    int, float, complex, str, bytes, bytearray, bool, type(None), decimal.Decimal,
+    datetime.date, datetime.time, datetime.timedelta, uuid.UUID, pathlib.PurePath, enum.Enum,
+)
+_COLLECTION_MODULES = frozenset({"builtins", "collections", "collections.abc", "typing"})
+
+
+def is_record_class(cls: Any) -> bool:
+    """A dataclass, an attrs class, a TypedDict or a NamedTuple: converted field by field."""
+    if not isinstance(cls, type):
+        return False
+    return (dataclasses.is_dataclass(cls) or hasattr(cls, "__attrs_attrs__")
+            or typing.is_typeddict(cls) or (issubclass(cls, tuple) and hasattr(cls, "_fields")))
+
+
+def opaque_class(tp: Any) -> bool:
+    """An annotation flowfn takes *as is*, checked with ``isinstance`` at most.
+
+    True for ``object``, ``Callable[...]``, a ``TypeVar``, a ``Protocol`` and any class
+    without a data shape (``pd.DataFrame``, a client, a connection). False for scalars,
+    enums, records, the standard collections, ``Literal``, unions, ``NewType``, ``Any``:
+    those are converted (a union or a collection of opaque classes keeps its shape and
+    takes its members as is).
+    """
+    if tp is object or isinstance(tp, TypeVar | typing.ParamSpec):
+        return True
+    origin = get_origin(tp)
+    if origin is collections.abc.Callable or origin is type:
+        return True
+    if origin in _UNION_TYPES:
+        return False
+    cls = origin if origin is not None else tp
+    if not isinstance(cls, type) or tp is Any:
+        return False
+    if getattr(cls, "_is_protocol", False) and cls.__module__ not in _COLLECTION_MODULES:
+        return True
+    if issubclass(cls, _SCALARS) or is_record_class(cls):
+        return False
+    return not _standard(cls)
+
+
+def _standard(cls: type) -> bool:
+    """A class of the standard library's collections (code run by ``exec`` without a
+    ``__name__`` makes its classes claim to be builtins: look them up)."""
+    module = cls.__module__
+    if module == "builtins":
+        return getattr(builtins, cls.__name__, None) is cls
+    return module in _COLLECTION_MODULES
+
+
+def has_data_shape(tp: Any) -> bool:
+    """Can a value of ``tp`` be converted from (and written as) plain data?
+
+    Unions and generic arguments are looked into (``list[DataFrame]`` has none); the
+    fields of records are not. ``Any`` inside a generic (``dict[str, Any]``) counts as
+    plain data; ``Any`` or no annotation at the top says nothing, so it is False.
+    """
+    tp = strip_annotated(tp)
+    return tp is not EMPTY and tp is not Any and _shaped(tp)
+
+
+def _shaped(tp: Any) -> bool:
+    tp = strip_annotated(tp)
+    if tp is Any or tp is Ellipsis or tp is None:
+        return True
+    if opaque_class(tp):
+        return False
+    if get_origin(tp) is typing.Literal:
+        return True
+    return all(_shaped(a) for a in get_args(tp))
+
+
+def _norm(tp: Any) -> Any:
+    tp = strip_annotated(tp)
+    if isinstance(tp, list):  # the parameters of Callable[[int], str]
+        return tuple(_norm(a) for a in tp)
+    origin = get_origin(tp)
+    if origin is None:
+        return type(None) if tp is None else tp
+    args = tuple(_norm(a) for a in get_args(tp))
+    if origin in _UNION_TYPES:
+        return ("union", frozenset(args))
+    return (origin, args)
+
+
+def same_type(a: Any, b: Any) -> bool:
+    """``List[int]`` and ``list[int]``, ``Optional[int]`` and ``int | None``: one type."""
+    if a == b:
+        return True
+    try:
+        return bool(_norm(a) == _norm(b))
+    except TypeError:  # pragma: no cover - unhashable arguments
+        return False

@@ -12,10 +12,11 @@ import inspect
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, ForwardRef, Literal, get_args, get_origin, get_type_hints
 
 import outcome
 
+from ._options import code_owner
 from ._step import MISSING, Step
 from ._types import EMPTY, optional_inner, strip_annotated
 
@@ -47,6 +48,21 @@ class Each:
         return f"each({name!r})"
 
 
+class _InputMarker:
+    """The type of :data:`Input`."""
+
+    def __repr__(self) -> str:
+        return "Input"
+
+    def __reduce__(self) -> str:
+        return "Input"  # unpickles as this module's one marker
+
+
+Input: Any = _InputMarker()
+"""``Annotated[str, Input]``: this parameter is a graph input, even when a step has its
+name (a parameter is otherwise wired by name to a step of that name)."""
+
+
 def each(upstream: Step[Any, Any] | str) -> Each:
     """Run the step once per item of ``upstream``'s output (a dynamic map / fan-out)."""
     return Each(upstream)
@@ -64,6 +80,7 @@ class Param:
     each: bool
     mode: Mode
     problem: tuple[str, ...] | None = None
+    as_input: bool = False  # ``Annotated[T, Input]``: a graph input whatever its name
 
 
 # String annotations evaluated during one graph() call, by (text, id(namespace)).
@@ -77,15 +94,33 @@ def clear_annotation_cache() -> None:
 
 
 def _resolve(ann: Any, fn: Callable[..., Any]) -> Any:
-    """Evaluate a string annotation in the function's globals (and closure)."""
+    """Evaluate a string annotation in the function's globals (and closure), and the
+    forward references nested in generics (``list["Item"]``, ``Optional["Item"]``)."""
     if not isinstance(ann, str):
-        return ann
-    globalns = getattr(fn, "__globals__", {})
+        if not has_forward_refs(ann):
+            return ann
+        globalns, localns = _namespaces(fn)
+        return _resolve_nested(ann, globalns, localns)
+    globalns = _namespaces(fn)[0]
     key = (ann, id(globalns))
     try:
         return _eval_cache[key]
     except KeyError:
         pass
+    localns = _namespaces(fn)[1]
+    value = eval(ann, globalns, localns)
+    if has_forward_refs(value):
+        value = _resolve_nested(value, globalns, localns)
+    if not localns:
+        _eval_cache[key] = value
+    return value
+
+
+def _namespaces(fn: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Where ``fn``'s annotations are evaluated: its module's globals, plus its closure."""
+    globalns = getattr(fn, "__globals__", None)
+    if globalns is None:  # a callable object: its __call__'s module
+        globalns = getattr(code_owner(fn), "__globals__", {})
     localns: dict[str, Any] = {}
     closure = getattr(fn, "__closure__", None)
     if closure:
@@ -94,10 +129,30 @@ def _resolve(ann: Any, fn: Callable[..., Any]) -> Any:
                 localns[var] = cell.cell_contents
             except ValueError:  # pragma: no cover - empty cell
                 pass
-    value = eval(ann, globalns, localns)
-    if not localns:
-        _eval_cache[key] = value
-    return value
+    return globalns, localns
+
+
+def has_forward_refs(tp: Any) -> bool:
+    """Does ``tp`` hold a name still to be looked up (a ``str`` or ``ForwardRef`` argument)?
+
+    ``Annotated`` metadata and ``Literal`` values are data, not names.
+    """
+    if type(tp) is type:  # a plain class, the common case: nothing to look up
+        return False
+    if isinstance(tp, str | ForwardRef):
+        return True
+    origin = get_origin(tp)
+    if origin is None or origin is Literal:
+        return False
+    if origin is Annotated:
+        return has_forward_refs(tp.__origin__)
+    return any(has_forward_refs(a) for a in get_args(tp))
+
+
+def _resolve_nested(tp: Any, globalns: dict[str, Any], localns: dict[str, Any]) -> Any:
+    """``tp`` with every nested forward reference evaluated (typing's own evaluation)."""
+    holder = types.SimpleNamespace(__annotations__={"tp": tp})
+    return get_type_hints(holder, globalns, localns, include_extras=True)["tp"]
 
 
 _KIND = inspect.Parameter
@@ -152,8 +207,11 @@ def _raw_parameters(fn: Callable[..., Any]) -> list[_RawParam]:
 
 
 def return_annotation(fn: Callable[..., Any]) -> Any:
-    target = inspect.unwrap(fn)
-    anns = getattr(target, "__annotations__", {})
+    """The return annotation of ``fn`` (of the function it wraps, of a partial's function,
+    of a callable object's ``__call__``), resolved; ``EMPTY`` when there is none."""
+    target = code_owner(inspect.unwrap(fn))
+    anns = getattr(target, "__annotations__", None) if inspect.isfunction(target) else None
+    anns = anns or {}
     if "return" in anns:
         try:
             return strip_annotated(_resolve(anns["return"], target))
@@ -232,36 +290,55 @@ def read_params(fn: Callable[..., Any]) -> tuple[list[Param], list[str]]:
                 "function's module), or quote nothing that does not exist.",
             )))
             continue
-        ref: Step[Any, Any] | str | None = None
-        is_each = False
-        problem = None
-        if get_origin(ann) is Annotated:
-            for meta in ann.__metadata__:
-                if isinstance(meta, Step | str):
-                    ref = meta
-                    break
-                if isinstance(meta, Each):
-                    if isinstance(meta.ref, Step | str):
-                        ref, is_each = meta.ref, True
-                    else:
-                        problem = _each_problem(name, meta.ref, ann)
-                    break
-                if inspect.iscoroutine(meta) or isinstance(meta, _CALLED_RESULTS):
-                    problem = _called_step_problem(name, meta, ann)
-                    break
-                if inspect.isfunction(meta):
-                    problem = (
-                        f"the metadata of parameter {name!r} is the plain function "
-                        f"{meta.__name__!r}, not a step.",
-                        f"Decorate it with @step ({_short_loc(meta)}), or wire it by name.",
-                    )
-                    break
-            ann = strip_annotated(ann)
+        ref, is_each, as_input, problem = _read_metadata(name, ann)
+        ann = strip_annotated(ann)
         mode, value_type = _mode(ann)
         if problem is None and mode is Mode.OPTIONAL:
             problem = _optional_outcome_problem(name, ann)
-        params.append(Param(name, ann, value_type, default, ref, is_each, mode, problem))
+        params.append(Param(name, ann, value_type, default, ref, is_each, mode, problem,
+                            as_input))
     return params, problems
+
+
+_Meta = tuple[Step[Any, Any] | str | None, bool, bool, tuple[str, ...] | None]
+
+
+def _read_metadata(name: str, ann: Any) -> _Meta:
+    """(wired step or name, is it each()?, is it Input?, problem) from an annotation."""
+    if isinstance(ann, Step):
+        return None, False, False, _bare_step_problem(name, ann)
+    if get_origin(ann) is not Annotated:
+        return None, False, False, None
+    for meta in ann.__metadata__:
+        if meta is Input:
+            return None, False, True, None
+        if isinstance(meta, Step | str):
+            return meta, False, False, None
+        if isinstance(meta, Each):
+            if isinstance(meta.ref, Step | str):
+                return meta.ref, True, False, None
+            return None, False, False, _each_problem(name, meta.ref, ann)
+        if inspect.iscoroutine(meta) or isinstance(meta, _CALLED_RESULTS):
+            return None, False, False, _called_step_problem(name, meta, ann)
+        if inspect.isfunction(meta):
+            return None, False, False, (
+                f"the metadata of parameter {name!r} is the plain function "
+                f"{meta.__name__!r}, not a step.",
+                f"Decorate it with @step ({_short_loc(meta)}), or wire it by name.",
+            )
+    return None, False, False, None
+
+
+def _bare_step_problem(name: str, upstream: Step[Any, Any]) -> tuple[str, ...]:
+    """``def d(x: some_step)``: a step where a type belongs."""
+    returns = return_annotation(upstream.fn)
+    base = "T" if returns is EMPTY else _type_text(returns)
+    return (
+        f"parameter {name!r} is annotated with the step {upstream.name!r} itself, which is "
+        "not a type.",
+        f"To take its output, write {name}: Annotated[{base}, {upstream.name}]; or name the "
+        f"parameter {upstream.name} to wire it by name.",
+    )
 
 
 def _each_problem(name: str, upstream: Any, annotation: Any) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ PUBLIC = [
     "Form",
     "Graph",
     "GraphError",
+    "Input",
     "InputError",
     "InputSpec",
     "MapLengthError",
