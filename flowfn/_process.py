@@ -20,7 +20,7 @@ import cloudpickle  # type: ignore[import-untyped]
 import trio_parallel  # type: ignore[import-untyped]
 
 from ._executors import Call, WorkerDied, real_work
-from ._sending import invoke, target
+from ._sending import dumps, invoke, target
 
 
 class ProcessExecutor:
@@ -34,7 +34,7 @@ class ProcessExecutor:
 
     async def run(self, call: Call) -> Any:
         try:
-            job = cloudpickle.dumps((target(call.step, call.fn, main_ok=True), call.kwargs))
+            job = dumps((target(call.step, call.fn, main_ok=True), call.kwargs))
         except Exception as exc:
             raise TypeError(
                 f"step {call.path!r} cannot be sent to a worker process: pickling its "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.machinery
+import io
 import os
 import pickle
 import socket
@@ -92,6 +93,32 @@ def _importable(name: str, module: Any) -> bool:
     return known
 
 
+def dumps(obj: Any, *, main_ok: bool = True) -> bytes:
+    """``obj`` pickled with cloudpickle, a step inside it (in a function's annotations,
+    say) by reference when another process can import it, else by value."""
+    buffer = io.BytesIO()
+    _StepPickler(buffer, main_ok=main_ok).dump(obj)
+    return buffer.getvalue()
+
+
+def _by_value(state: dict[str, Any]) -> Step[Any, Any]:
+    s: Step[Any, Any] = Step.__new__(Step)
+    s.__dict__.update(state)
+    return s
+
+
+if cloudpickle is not None:
+    class _StepPickler(cloudpickle.Pickler):  # type: ignore[misc]
+        def __init__(self, file: io.BytesIO, *, main_ok: bool) -> None:
+            super().__init__(file)
+            self.main_ok = main_ok
+
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, Step) and reference(obj, obj.fn, main_ok=self.main_ok) is None:
+                return _by_value, (dict(obj.__dict__),)
+            return super().reducer_override(obj)
+
+
 def target(step: Step[Any, Any] | None, fn: Any, *, main_ok: bool) -> Any:
     """What to pickle for ``fn``: a reference, or the function itself (by value)."""
     return reference(step, fn, main_ok=main_ok) or fn
@@ -106,7 +133,7 @@ def sendable_problem(step: Step[Any, Any], executor: str, where: str) -> Problem
         reason = "it is not importable by name, and cloudpickle is not installed"
     else:
         try:
-            cloudpickle.dumps(fn)
+            dumps(fn, main_ok=where == "process")
         except Exception as exc:  # any failure means: it cannot be sent
             reason = f"pickling it by value failed: {type(exc).__name__}: {exc}"
         else:

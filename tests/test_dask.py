@@ -21,7 +21,6 @@ from flowfn.dask import DaskExecutor, ResourcesUnavailable
 
 pytest_plugins = ["_exec_fixtures"]
 
-NOT_WIRED = pytest.mark.xfail(reason="scheduler not wired to Executors yet", strict=False)
 
 
 def test_steps_and_closures_run_on_the_cluster(dask_client: Any) -> None:
@@ -118,20 +117,17 @@ def test_a_bad_argument_is_explained() -> None:
 # --- end to end, through run() (the scheduler calls Executors once wired) ---------------
 
 
-@NOT_WIRED
 def test_run_on_dask_gives_the_thread_result(dask_client: Any) -> None:
     flow = graph(steps.total)
     expected = run(flow, {"n": 20}).output
     assert run(flow, {"n": 20}, executor=DaskExecutor(dask_client)).output == expected
 
 
-@NOT_WIRED
 def test_step_with_a_dask_executor(dask_client: Any) -> None:
     far = step(steps.cpu, executor=DaskExecutor(dask_client), name="far")
     assert run(graph(far), {"n": 1000}).output == steps.cpu(1000)
 
 
-@NOT_WIRED
 @pytest.mark.parametrize(("name", "inputs"), [
     ("parallel_sum", {"value": 10}),
     ("conditional", {"data": {"email": "user@example.com"}}),

@@ -25,7 +25,6 @@ from flowfn._executors import Executors
 
 pytest.importorskip("trio_parallel")
 
-NOT_WIRED = pytest.mark.xfail(reason="scheduler not wired to Executors yet", strict=False)
 
 
 def gone(pid: int, within: float = 2.0) -> bool:
@@ -146,19 +145,16 @@ def test_steps_of_a_main_script_run_by_reference(tmp_path: Path) -> None:
 # --- end to end, through run() (the scheduler calls Executors once wired) ---------------
 
 
-@NOT_WIRED
 def test_run_with_executor_process_gives_the_thread_result() -> None:
     flow = graph(steps.total)
     assert run(flow, {"n": 20}, executor="process").output == run(flow, {"n": 20}).output
 
 
-@NOT_WIRED
 def test_step_with_executor_process() -> None:
     far = step(steps.cpu, executor="process", name="far")
     assert run(graph(far), {"n": 1000}).output == steps.cpu(1000)
 
 
-@NOT_WIRED
 def test_a_step_timeout_kills_the_worker(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     spin = step(steps.pid_then_spin.fn, executor="process", timeout=0.5, name="spin")
@@ -168,7 +164,6 @@ def test_a_step_timeout_kills_the_worker(tmp_path: Path) -> None:
     assert gone(int(pid_file.read_text()))
 
 
-@NOT_WIRED
 def test_a_step_that_cannot_be_sent_is_a_graph_error() -> None:
     lock = threading.Lock()
 
@@ -181,7 +176,6 @@ def test_a_step_that_cannot_be_sent_is_a_graph_error() -> None:
         run(graph(locked), {"x": 1})
 
 
-@NOT_WIRED
 @pytest.mark.parametrize(("name", "inputs"), [
     ("parallel_sum", {"value": 10}),
     ("conditional", {"data": {"email": "user@example.com"}}),
