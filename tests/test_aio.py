@@ -1,0 +1,625 @@
+"""flowfn inside asyncio: ``flowfn.aio.arun`` (trio as a guest of the asyncio loop) and the
+``"asyncio"`` executor. Plain ``asyncio.run`` in every test: no asyncio pytest plugin.
+
+The executor is tested directly (open/run/close with a call object inside trio) and, once
+the executor registry maps ``executor="asyncio"`` to it, end to end through ``@step``.
+"""
+
+import asyncio
+import contextvars
+import threading
+import time
+from types import SimpleNamespace
+from typing import Annotated, Any
+
+import pytest
+import trio
+import trio.testing
+
+import flowfn.aio
+from flowfn import GraphError, InputError, RunFailed, Step, graph, run, step
+from flowfn._aioexec import AsyncioExecutor, arun_outside_trio_message, asyncio_hint
+
+NOT_WIRED = pytest.mark.xfail(reason="executor registry not wired yet", strict=False)
+
+
+@step
+async def double(x: int) -> int:
+    await trio.sleep(0.001)
+    return 2 * x
+
+
+@step
+def plus_one(double: int) -> int:
+    return double + 1
+
+
+@step
+async def total(double: int, plus_one: int) -> int:
+    return double + plus_one
+
+
+FLOW = graph(total)
+
+
+def guest_root() -> object:
+    """Identifies the trio run a step runs in."""
+    return trio.lowlevel.current_root_task()
+
+
+# --- flowfn.aio.arun -----------------------------------------------------------------------
+
+
+def test_results_equal_those_of_run() -> None:
+    expected = run(FLOW, {"x": "4"})
+    result = asyncio.run(flowfn.aio.arun(FLOW, {"x": "4"}))
+    assert result.output == expected.output == 17
+    assert result.status == "succeeded"
+    assert {p: s.status for p, s in result.spans.items()} == {
+        p: s.status for p, s in expected.spans.items()
+    }
+    assert result.spans["double"].input == {"x": 4}
+
+
+def test_ten_concurrent_calls_share_one_guest_run() -> None:
+    roots: list[object] = []
+
+    @step
+    async def where(x: int) -> int:
+        roots.append(guest_root())
+        await trio.sleep(0.01)
+        return x
+
+    async def main() -> list[int]:
+        results = await asyncio.gather(
+            *(flowfn.aio.arun(where, {"x": i}) for i in range(10))
+        )
+        return [r.output for r in results]
+
+    assert asyncio.run(main()) == list(range(10))
+    assert len(roots) == 10 and len(set(map(id, roots))) == 1
+
+
+def test_the_host_loop_keeps_serving_while_flows_run() -> None:
+    @step
+    async def wait(x: int) -> int:
+        await trio.sleep(0.06)
+        return x
+
+    @step
+    def work(waited: Annotated[int, wait]) -> int:
+        return sum(range(1000)) + waited
+
+    flow = graph(work)
+
+    async def main() -> float:
+        gaps: list[float] = []
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0.002)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        for _ in range(2):
+            await asyncio.gather(*(flowfn.aio.arun(flow, {"x": i}) for i in range(10)))
+        stop.set()
+        await tick
+        assert len(gaps) > 10
+        return max(gaps)
+
+    # A blocking run() would stall the ticker for at least the 60 ms of one flow; guest
+    # mode only for the moments trio's own tasks run (about 5 ms here, when idle).
+    assert asyncio.run(main()) < 0.05
+
+
+def test_caller_cancellation_cancels_the_flow_and_runs_finally_blocks() -> None:
+    events: list[str] = []
+
+    @step
+    async def slow() -> int:
+        events.append("started")
+        try:
+            await trio.sleep(10)
+        finally:
+            events.append("finally")
+        return 1
+
+    async def by_cancel() -> None:
+        task = asyncio.create_task(flowfn.aio.arun(slow))
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert events[-1] == "finally"
+
+    async def by_wait_for() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(flowfn.aio.arun(slow), 0.02)
+        assert events[-1] == "finally"
+
+    async def by_timeout() -> None:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.02):
+                await flowfn.aio.arun(slow)
+        assert events[-1] == "finally"
+        # the loop is free of trio: a new call starts a fresh guest run
+        assert (await flowfn.aio.arun(FLOW, {"x": 1})).output == 5
+
+    for scenario in (by_cancel, by_wait_for, by_timeout):
+        asyncio.run(scenario())
+    assert events == ["started", "finally"] * 3
+
+
+def test_cancelling_one_call_leaves_the_others_running() -> None:
+    @step
+    async def nap(seconds: float) -> float:
+        await trio.sleep(seconds)
+        return seconds
+
+    async def main() -> float:
+        doomed = asyncio.create_task(flowfn.aio.arun(nap, {"seconds": 10}))
+        kept = asyncio.create_task(flowfn.aio.arun(nap, {"seconds": 0.05}))
+        await asyncio.sleep(0.01)
+        doomed.cancel()
+        return (await kept).output
+
+    assert asyncio.run(main()) == 0.05
+
+
+def test_failures_reach_the_caller_as_run_raises_them() -> None:
+    @step
+    async def broken() -> int:
+        raise ValueError("no such user")
+
+    async def main() -> None:
+        with pytest.raises(RunFailed, match="no such user") as info:
+            await flowfn.aio.arun(broken)
+        assert isinstance(info.value.__cause__, ValueError)
+        with pytest.raises(InputError):
+            await flowfn.aio.arun(FLOW, {"x": "four"})
+        with pytest.raises(GraphError):
+            await flowfn.aio.arun(FLOW, overrides={"nope": 1})
+
+    asyncio.run(main())
+
+
+def test_a_second_asyncio_run_afterwards_works() -> None:
+    for x in (1, 2, 3):
+        assert asyncio.run(flowfn.aio.arun(FLOW, {"x": x})).output == 4 * x + 1
+    assert run(FLOW, {"x": 1}).output == 5  # plain trio.run in this thread still works
+
+
+def test_asyncio_runs_in_two_threads_at_once() -> None:
+    outputs: list[int] = []
+
+    def worker(x: int) -> None:
+        outputs.append(asyncio.run(flowfn.aio.arun(FLOW, {"x": x})).output)
+
+    threads = [threading.Thread(target=worker, args=(x,)) for x in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outputs) == [5, 9]
+
+
+def test_the_callers_context_variables_reach_the_steps() -> None:
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+
+    @step
+    async def who() -> str:
+        return request_id.get()
+
+    async def handle(rid: str) -> str:
+        request_id.set(rid)
+        return (await flowfn.aio.arun(who)).output
+
+    async def main() -> list[str]:
+        return await asyncio.gather(handle("a"), handle("b"))
+
+    assert asyncio.run(main()) == ["a", "b"]
+
+
+# --- messages of flowfn.aio.arun ----------------------------------------------------------
+
+
+def test_aio_arun_inside_trio_names_flowfn_arun() -> None:
+    async def main() -> None:
+        await flowfn.aio.arun(FLOW, {"x": 1})
+
+    with pytest.raises(RuntimeError) as info:
+        trio.run(main)
+    assert str(info.value) == (
+        "flowfn.aio.arun(total) was awaited inside a trio program, which flowfn runs on "
+        "directly.\n"
+        "  Use: await flowfn.arun(total, inputs, ...)"
+    )
+
+
+def test_aio_arun_without_an_event_loop() -> None:
+    coro = flowfn.aio.arun(FLOW)
+    with pytest.raises(RuntimeError) as info:
+        coro.send(None)
+    assert str(info.value) == (
+        "flowfn.aio.arun(total) needs a running asyncio event loop: await it from asyncio "
+        "code (a handler, asyncio.run(main())).\n"
+        "  From plain code call flowfn.run(...) instead."
+    )
+
+
+def test_aio_arun_takes_no_clock_and_names_its_options() -> None:
+    with pytest.raises(TypeError) as info:
+        asyncio.run(flowfn.aio.arun(FLOW, {"x": 1}, clock=trio.testing.MockClock()))
+    assert str(info.value) == (
+        "flowfn.aio.arun(total, clock=...): a guest run of trio follows the asyncio loop's "
+        "real time, so it takes no clock.\n"
+        "  Test flows in virtual time with flowfn.run(..., clock=MockClock("
+        "autojump_threshold=0)) or the flow_run fixture."
+    )
+    with pytest.raises(TypeError) as info:
+        asyncio.run(flowfn.aio.arun(FLOW, {"x": 1}, max_concurrence=2))
+    first, second = str(info.value).split("\n")
+    assert first == (
+        "flowfn.aio.arun(total): got an unexpected keyword argument 'max_concurrence'."
+    )
+    assert second.startswith("  It takes the options of flowfn.run() except clock=: ")
+    assert "max_concurrency" in second
+
+
+def test_flowfn_arun_awaited_from_asyncio_message() -> None:
+    async def main() -> str | None:
+        return arun_outside_trio_message("total")
+
+    assert asyncio.run(main()) == (
+        "await flowfn.arun(total) was awaited from asyncio code, but arun() runs inside a "
+        "trio program.\n"
+        "  In an asyncio application use: await flowfn.aio.arun(total, inputs, ...)\n"
+        "  It runs the flow with trio as a guest of your event loop, which keeps serving "
+        "meanwhile."
+    )
+    assert arun_outside_trio_message("total") == (
+        "await flowfn.arun(total) was awaited outside a trio program.\n"
+        "  From plain code call flowfn.run(...); from asyncio code await "
+        "flowfn.aio.arun(...)."
+    )
+
+    async def in_trio() -> str | None:
+        return arun_outside_trio_message("total")
+
+    assert trio.run(in_trio) is None
+
+
+@NOT_WIRED
+def test_flowfn_arun_awaited_from_asyncio_names_flowfn_aio() -> None:
+    async def main() -> None:
+        await flowfn.arun(FLOW, {"x": 1})
+
+    with pytest.raises(RuntimeError, match=r"await flowfn\.aio\.arun\(total, inputs"):
+        asyncio.run(main())
+
+
+# --- a step that touches asyncio on trio ----------------------------------------------------
+
+ON_TRIO_HINT = (
+    "Hint: this step used asyncio, but flowfn ran it on trio, where no asyncio task "
+    "exists. Give it @step(executor=\"asyncio\") to run it as an asyncio task."
+)
+
+
+async def uses_sleep() -> None:
+    await asyncio.sleep(0.01)
+
+
+async def uses_queue() -> None:
+    await asyncio.Queue[int]().get()
+
+
+async def uses_timeout() -> None:
+    async with asyncio.timeout(1):
+        pass
+
+
+def failure_of(fn: Any, host: bool) -> BaseException:
+    flow = Step(fn)
+    if host:
+        with pytest.raises(RunFailed) as info:
+            asyncio.run(flowfn.aio.arun(flow))
+    else:
+        with pytest.raises(RunFailed) as info:
+            run(flow)
+    assert info.value.__cause__ is not None
+    return info.value.__cause__
+
+
+@pytest.mark.parametrize("host", [False, True], ids=["run", "aio"])
+@pytest.mark.parametrize("fn", [uses_sleep, uses_queue, uses_timeout])
+def test_asyncio_code_on_trio_gets_a_hint(fn: Any, host: bool) -> None:
+    assert asyncio_hint(failure_of(fn, host)) == ON_TRIO_HINT
+
+
+def test_no_hint_for_ordinary_failures_or_asyncio_steps() -> None:
+    assert asyncio_hint(KeyError("x")) is None
+    assert asyncio_hint(RuntimeError("boom")) is None
+    assert asyncio_hint(RuntimeError("no running event loop"), "asyncio") is None
+    assert asyncio_hint(RuntimeError("no running event loop"), "thread") == ON_TRIO_HINT
+    wrapped = ConnectionError("request failed")
+    wrapped.__cause__ = RuntimeError("Timeout context manager should be used inside a task")
+    assert asyncio_hint(wrapped) == ON_TRIO_HINT
+
+
+def test_an_asyncio_step_of_plain_run_using_another_loops_object_gets_a_hint() -> None:
+    error = RuntimeError("<Queue at 0x1 maxsize=0> is bound to a different event loop")
+    assert asyncio_hint(error, "asyncio") == (
+        "Hint: without flowfn.aio, executor=\"asyncio\" steps run on a private event loop "
+        "of the run, not your application's. Start the flow with await flowfn.aio.arun(...) "
+        "to share the application's loop objects."
+    )
+    assert asyncio_hint(error, AsyncioExecutor()) is not None
+
+
+@NOT_WIRED
+def test_the_run_failed_message_carries_the_hint() -> None:
+    with pytest.raises(RunFailed) as info:
+        run(Step(uses_sleep))
+    assert ON_TRIO_HINT in str(info.value)
+
+
+# --- the asyncio executor, directly -----------------------------------------------------------
+
+
+def call(fn: Any, path: str = "step", **kwargs: Any) -> Any:
+    """What the scheduler hands an executor (flowfn._executors.Call), duck-typed."""
+    return SimpleNamespace(fn=fn, kwargs=kwargs, step=None, path=path, span=None,
+                           own_deadline=None)
+
+
+async def asyncio_only(x: int) -> tuple[int, bool]:
+    async with asyncio.timeout(1):
+        await asyncio.sleep(0.001)
+    return x, asyncio.current_task() is not None
+
+
+def test_executor_runs_a_coroutine_as_an_asyncio_task_on_a_private_loop() -> None:
+    threads: list[str] = []
+
+    async def record() -> str:
+        threads.append(threading.current_thread().name)
+        return "ok"
+
+    async def main() -> None:
+        ex = AsyncioExecutor()
+        await ex.open()
+        try:
+            assert await ex.run(call(asyncio_only, x=3)) == (3, True)
+            assert await ex.run(call(lambda: 7)) == 7  # a plain def runs on the loop too
+            assert await ex.run(call(record)) == "ok"
+        finally:
+            await ex.close()
+
+    before = threading.active_count()
+    trio.run(main)
+    assert threads == ["flowfn-asyncio"]
+    assert threading.active_count() == before  # the loop thread is gone
+
+
+def test_executor_raises_the_steps_exception() -> None:
+    async def broken() -> None:
+        await asyncio.sleep(0)
+        raise KeyError("missing")
+
+    async def main() -> None:
+        ex = AsyncioExecutor()
+        await ex.open()
+        try:
+            with pytest.raises(KeyError, match="missing"):
+                await ex.run(call(broken))
+        finally:
+            await ex.close()
+
+    trio.run(main)
+
+
+def test_trio_cancellation_cancels_the_task_and_waits_for_it() -> None:
+    events: list[str] = []
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            events.append("cancelled")
+            await asyncio.sleep(0.01)  # cleanup takes a moment: trio waits for it
+            events.append("cleaned up")
+            raise
+
+    async def main() -> None:
+        ex = AsyncioExecutor()
+        await ex.open()
+        try:
+            with trio.move_on_after(0.02) as scope:
+                await ex.run(call(slow))
+            assert scope.cancelled_caught
+            assert events == ["cancelled", "cleaned up"]
+        finally:
+            await ex.close()
+
+    trio.run(main)
+
+
+def test_a_task_cancelled_from_asyncio_fails_the_step() -> None:
+    async def cancelled_by_someone() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(1)
+
+    async def main() -> None:
+        ex = AsyncioExecutor()
+        await ex.open()
+        try:
+            with pytest.raises(RuntimeError) as info:
+                await ex.run(call(cancelled_by_someone, path="fetch"))
+        finally:
+            await ex.close()
+        assert str(info.value) == (
+            "step 'fetch': its asyncio task was cancelled from outside the flow (by the event "
+            "loop shutting down, or by code that cancelled it), so the step has no result."
+        )
+
+    trio.run(main)
+
+
+def test_executor_sees_the_callers_context_variables() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var")
+
+    async def read() -> str:
+        return var.get()
+
+    async def main() -> str:
+        var.set("from trio")
+        ex = AsyncioExecutor()
+        await ex.open()
+        try:
+            value: str = await ex.run(call(read))
+            return value
+        finally:
+            await ex.close()
+
+    assert trio.run(main) == "from trio"
+
+
+def test_autojump_waits_while_an_asyncio_task_is_in_flight() -> None:
+    async def main() -> bool:
+        ex = AsyncioExecutor()
+        await ex.open()
+        try:
+            with trio.move_on_after(1) as scope:  # virtual second: must not pass
+                await ex.run(call(asyncio.sleep, delay=0.02))
+            return scope.cancelled_caught
+        finally:
+            await ex.close()
+
+    assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) is False
+
+
+def test_open_and_close_nest() -> None:
+    async def main() -> None:
+        ex = AsyncioExecutor()
+        await ex.open()
+        await ex.open()
+        assert await ex.run(call(asyncio_only, x=1)) == (1, True)
+        await ex.close()
+        assert await ex.run(call(asyncio_only, x=2)) == (2, True)  # still open once
+        await ex.close()
+        with pytest.raises(RuntimeError) as info:
+            await ex.run(call(asyncio_only, x=3))
+        assert str(info.value) == (
+            "AsyncioExecutor.run() was called before open(): open the executor for the run "
+            "first, and close it when the run ends."
+        )
+
+    trio.run(main)
+
+
+def test_hosted_executor_runs_on_the_applications_loop_and_reads_its_queue() -> None:
+    async def read(queue: asyncio.Queue[str]) -> tuple[str, bool]:
+        item = await queue.get()
+        return item, asyncio.get_running_loop() is host
+
+    @step
+    async def consume(queue: Any) -> tuple[str, bool]:  # drives the executor itself
+        ex = AsyncioExecutor()
+        await ex.open()
+        try:
+            value: tuple[str, bool] = await ex.run(call(read, queue=queue))
+            return value
+        finally:
+            await ex.close()
+
+    host: asyncio.AbstractEventLoop | None = None
+
+    async def main() -> tuple[str, bool]:
+        nonlocal host
+        host = asyncio.get_running_loop()
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        flow = asyncio.create_task(flowfn.aio.arun(consume, {"queue": queue}))
+        await asyncio.sleep(0.01)
+        await queue.put("hello")
+        return (await flow).output
+
+    assert asyncio.run(main()) == ("hello", True)
+
+
+# --- executor="asyncio" end to end (needs the executor registry) -------------------------------
+
+
+@NOT_WIRED
+def test_asyncio_step_reads_a_queue_fed_by_the_host() -> None:
+    @step(executor="asyncio")  # type: ignore[call-overload]
+    async def consume(queue: Any, n: int) -> list[str]:
+        return [await queue.get() for _ in range(n)]
+
+    async def main() -> list[str]:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        flow = asyncio.create_task(flowfn.aio.arun(consume, {"queue": queue, "n": 2}))
+        for item in ("a", "b"):
+            await asyncio.sleep(0.01)
+            await queue.put(item)
+        return (await flow).output
+
+    assert asyncio.run(main()) == ["a", "b"]
+
+
+@NOT_WIRED
+def test_asyncio_step_under_plain_run_uses_a_private_loop() -> None:
+    @step(executor="asyncio")  # type: ignore[call-overload]
+    async def fetch(x: int) -> tuple[int, bool]:
+        return await asyncio_only(x)
+
+    @step
+    def after(fetch: Annotated[tuple[int, bool], fetch]) -> int:
+        return fetch[0] + 1
+
+    assert run(graph(after), {"x": 1}).output == 2
+
+
+@NOT_WIRED
+def test_asyncio_step_timeout() -> None:
+    cleaned: list[bool] = []
+
+    @step(executor="asyncio", timeout=0.02)  # type: ignore[call-overload]
+    async def hangs() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            cleaned.append(True)
+
+    with pytest.raises(RunFailed, match=r"timed out after 0\.02s"):
+        run(hangs)
+    with pytest.raises(RunFailed, match=r"timed out after 0\.02s"):
+        asyncio.run(flowfn.aio.arun(hangs))
+    assert cleaned == [True, True]
+
+
+@NOT_WIRED
+def test_asyncio_step_cancelled_with_its_caller() -> None:
+    cleaned: list[bool] = []
+
+    @step(executor="asyncio")  # type: ignore[call-overload]
+    async def hangs() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            cleaned.append(True)
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.02):
+                await flowfn.aio.arun(hangs)
+
+    asyncio.run(main())
+    assert cleaned == [True]
