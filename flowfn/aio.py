@@ -46,17 +46,17 @@ async def arun(flow: Any, inputs: Mapping[str, Any] | None = None, **options: An
     call = _bind(flow, inputs, options)
     job = _Job(call, loop.create_future(), contextvars.copy_context())
     runtime = await _enter(loop)
+    runtime.submit(job)
     try:
-        runtime.submit(job)
-        try:
-            await asyncio.shield(job.future)
-        except asyncio.CancelledError:
-            runtime.cancel(job)
-            await _wait_out(job.future)
-            job.future.exception()  # the outcome no longer matters: mark it seen
-            raise
+        await asyncio.shield(job.future)
+    except asyncio.CancelledError:
+        runtime.cancel(job)
+        await _wait_out(job.future)
+        job.future.exception()  # the outcome no longer matters: mark it seen
+        raise
     finally:
-        await runtime.leave()
+        if job.ended_run:  # the last call: return only once trio has stopped
+            await _wait_out(runtime.ended)
     result: RunResult = job.future.result()
     return result
 
@@ -120,6 +120,7 @@ class _Job:
         self.context = context  # the caller's contextvars (e.g. OTel), seen by the steps
         self.scope: trio.CancelScope | None = None
         self.cancelled = False
+        self.ended_run = False  # it was the last job of its trio run
 
     def cancel(self) -> None:  # in trio, through run_sync_soon
         self.cancelled = True
@@ -195,6 +196,12 @@ class _Runtime:
             await job.run(self.loop)
         finally:
             self.jobs.discard(job)
+            # The last job ends the run right here, in trio: no round trip through the
+            # loop (and trio's I/O thread) to learn that its caller has gone.
+            self.users -= 1
+            if self.users == 0:
+                self.closing = job.ended_run = True
+                self.send.close()
 
     def submit(self, job: _Job) -> None:
         self.jobs.add(job)
@@ -203,14 +210,6 @@ class _Runtime:
     def cancel(self, job: _Job) -> None:
         if not job.future.done():
             self.token.run_sync_soon(job.cancel)
-
-    async def leave(self) -> None:
-        """One call is over; the last one ends the run and waits until trio has stopped."""
-        self.users -= 1
-        if self.users == 0:
-            self.closing = True
-            self.token.run_sync_soon(self.send.close)
-            await _wait_out(self.ended)
 
     def _done(self, outcome: Any) -> None:
         """trio's done_callback: the guest run is over (on the loop's thread)."""

@@ -155,6 +155,28 @@ def test_caller_cancellation_cancels_the_flow_and_runs_finally_blocks() -> None:
     assert events == ["started", "finally"] * 3
 
 
+def test_a_loop_that_ends_with_a_flow_in_flight_cancels_it() -> None:
+    events: list[str] = []
+
+    @step
+    async def slow() -> None:
+        try:
+            await trio.sleep(10)
+        finally:
+            events.append("finally")
+
+    left: list[asyncio.Task[Any]] = []
+
+    async def main() -> None:
+        # never awaited: asyncio.run cancels it on the way out
+        left.append(asyncio.create_task(flowfn.aio.arun(slow)))
+        await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert events == ["finally"] and left[0].cancelled()
+    assert run(FLOW, {"x": 1}).output == 5  # no trio run was left in this thread
+
+
 def test_cancelling_one_call_leaves_the_others_running() -> None:
     @step
     async def nap(seconds: float) -> float:
