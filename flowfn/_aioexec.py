@@ -17,18 +17,23 @@ asyncio while running on trio.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import inspect
 import os
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ._executors import real_work
+
+if TYPE_CHECKING:
+    import asyncio
+
+# asyncio itself is imported only where a loop is made: importing it costs tens of
+# milliseconds, and the scheduler imports this module for its messages.
 
 #: The application's loop, while a flow runs under flowfn.aio.arun (set in the job's task,
 #: inherited by every task of the run). Not merely "an asyncio loop is running in this
@@ -134,6 +139,8 @@ class AsyncioExecutor:
                 "run first, and close it when the run ends."
             )
         if self._loop is None:
+            import asyncio
+
             self._loop = asyncio.new_event_loop()
             self._thread = threading.Thread(
                 target=_serve, args=(self._loop,), name="flowfn-asyncio", daemon=True
@@ -165,6 +172,8 @@ def _outcome(task: asyncio.Task[Any] | None, path: str) -> Any:
 
 def _serve(loop: asyncio.AbstractEventLoop) -> None:
     """The private loop's thread: serve until stopped, then clean up like asyncio.run."""
+    import asyncio
+
     asyncio.set_event_loop(loop)
     try:
         loop.run_forever()
@@ -206,7 +215,8 @@ def arun_outside_trio_message(flow_name: str) -> str | None:
 
 
 def _asyncio_running() -> bool:
-    if "asyncio" not in sys.modules:  # nobody imported asyncio: no loop can be running
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:  # nobody imported asyncio: no loop can be running
         return False
     try:
         asyncio.get_running_loop()
@@ -223,7 +233,6 @@ _SIGNS = (
     "unrecognized yield message",  # an asyncio future awaited by trio (guest mode)
 )
 _OTHER_LOOP = ("is bound to a different event loop", "attached to a different loop")
-_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 
 
 def asyncio_hint(exc: BaseException, executor: object = "async") -> str | None:
@@ -270,9 +279,11 @@ def _sniffio_error(exc: BaseException) -> bool:
 
 def _raised_in_asyncio(exc: BaseException) -> bool:
     """Whether the innermost frame of the traceback is asyncio's own code."""
+    asyncio = sys.modules.get("asyncio")
+    where = getattr(asyncio, "__file__", None)
     tb = exc.__traceback__
-    if tb is None:
+    if not isinstance(where, str) or tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return tb.tb_frame.f_code.co_filename.startswith(_ASYNCIO_DIR)
+    return tb.tb_frame.f_code.co_filename.startswith(os.path.dirname(where) + os.sep)
