@@ -64,21 +64,24 @@ def test_one_client_after_another() -> None:
 
 
 def test_concurrent_requests_run_in_parallel_and_health_is_served_meanwhile() -> None:
-    async def main() -> tuple[float, float, list[int]]:
+    async def get(client: httpx.AsyncClient, path: str) -> tuple[int, float]:
+        response = await client.get(path)
+        return response.status_code, time.perf_counter()
+
+    async def main() -> tuple[float, float, list[tuple[int, float]]]:
         transport = httpx.ASGITransport(app=asgi_app.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
             started = time.perf_counter()
-            pages = asyncio.gather(*(client.get(f"/users/{i}") for i in range(1, 5)))
+            pages = asyncio.gather(*(get(client, f"/users/{i}") for i in range(1, 5)))
             await asyncio.sleep(0.01)
-            assert (await client.get("/health")).status_code == 200
-            health = time.perf_counter() - started
-            statuses = [r.status_code for r in await pages]
-            return time.perf_counter() - started, health, statuses
+            status, health_at = await get(client, "/health")
+            assert status == 200
+            return started, health_at, await pages
 
-    took, health, statuses = asyncio.run(main())
-    assert statuses == [200] * 4
-    assert took < 0.3  # each flow takes 0.1 s: one after the other, 0.4 s
-    assert health < 0.09  # answered before the first flow finished
+    started, health_at, pages = asyncio.run(main())
+    assert [status for status, _ in pages] == [200] * 4
+    assert health_at < min(at for _, at in pages)  # answered while the flows ran
+    assert max(at for _, at in pages) - started < 0.35  # one after the other: 0.4 s
 
 
 @pytest.mark.xfail(reason="executor registry not wired yet", strict=False)
