@@ -214,6 +214,28 @@ def arun_outside_trio_message(flow_name: str) -> str | None:
     )
 
 
+def run_inside_trio_message(flow_name: str) -> str | None:
+    """Why ``flowfn.run(flow)`` cannot start trio here, or None when it can.
+
+    A thread holds one trio run at a time: inside a trio program, or while flowfn.aio
+    runs flows as a guest of this thread's asyncio loop, ``trio.run`` would fail with
+    trio's own "Attempted to call run() from inside a run()". ``_run.run`` raises
+    ``RuntimeError(message)`` with this instead.
+    """
+    if not trio.lowlevel.in_trio_run():
+        return None
+    if not trio.lowlevel.in_trio_task() and _asyncio_running():
+        return (
+            f"flowfn.run({flow_name}) was called from asyncio code while flowfn.aio runs "
+            "flows on this event loop; run() would block the loop until the flow ends.\n"
+            f"  Use: await flowfn.aio.arun({flow_name}, inputs, ...)"
+        )
+    return (
+        f"flowfn.run({flow_name}) was called inside a running trio program.\n"
+        f"  Use: await flowfn.arun({flow_name}, inputs, ...)"
+    )
+
+
 def _asyncio_running() -> bool:
     asyncio = sys.modules.get("asyncio")
     if asyncio is None:  # nobody imported asyncio: no loop can be running

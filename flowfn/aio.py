@@ -27,6 +27,7 @@ from typing import Any
 import trio
 
 from ._aioexec import host_loop
+from ._errors import did_you_mean
 from ._result import RunResult
 from ._run import arun as _trio_arun
 
@@ -94,14 +95,16 @@ def _bind(flow: Any, inputs: Mapping[str, Any] | None,
             "  Test flows in virtual time with flowfn.run(..., clock=MockClock(autojump_"
             "threshold=0)) or the flow_run fixture."
         )
-    try:
-        _signature().bind(flow, inputs, **options)
-    except TypeError as exc:
-        known = ", ".join(p for p in _signature().parameters if p not in ("flow", "inputs"))
+    params = _signature().parameters
+    known = [p for p in params if p not in ("flow", "inputs")]
+    unknown = [key for key in options if key not in params]
+    if unknown:
+        guess = did_you_mean(unknown[0], known)
+        hint = f" Did you mean {guess!r}?" if guess else ""
         raise TypeError(
-            f"flowfn.aio.arun({_name(flow)}): {exc}.\n  It takes the options of "
-            f"flowfn.run() except clock=: {known}."
-        ) from None
+            f"flowfn.aio.arun({_name(flow)}) got an unknown option {unknown[0]!r}.{hint}\n"
+            f"  It takes the options of flowfn.run() except clock=: {', '.join(known)}."
+        )
     return functools.partial(_trio_arun, flow, inputs, **options)
 
 

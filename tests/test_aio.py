@@ -7,6 +7,7 @@ the executor registry maps ``executor="asyncio"`` to it, end to end through ``@s
 
 import asyncio
 import contextvars
+import inspect
 import threading
 import time
 from types import SimpleNamespace
@@ -16,10 +17,18 @@ import pytest
 import trio
 import trio.testing
 
+import flowfn
 import flowfn.aio
 from flowfn import GraphError, InputError, RunFailed, Step, graph, run, step
-from flowfn._aioexec import AsyncioExecutor, arun_outside_trio_message, asyncio_hint
+from flowfn._aioexec import (
+    AsyncioExecutor,
+    arun_outside_trio_message,
+    asyncio_hint,
+    run_inside_trio_message,
+)
 
+# flowfn.run()'s keyword options, as flowfn.aio.arun lists them
+OPTIONS = [p for p in inspect.signature(flowfn.arun).parameters if p not in ("flow", "inputs")]
 NOT_WIRED = pytest.mark.xfail(reason="executor registry not wired yet", strict=False)
 
 
@@ -285,12 +294,12 @@ def test_aio_arun_takes_no_clock_and_names_its_options() -> None:
     )
     with pytest.raises(TypeError) as info:
         asyncio.run(flowfn.aio.arun(FLOW, {"x": 1}, max_concurrence=2))
-    first, second = str(info.value).split("\n")
-    assert first == (
-        "flowfn.aio.arun(total): got an unexpected keyword argument 'max_concurrence'."
+    assert str(info.value) == (
+        "flowfn.aio.arun(total) got an unknown option 'max_concurrence'. Did you mean "
+        "'max_concurrency'?\n"
+        "  It takes the options of flowfn.run() except clock=: "
+        + ", ".join(OPTIONS) + "."
     )
-    assert second.startswith("  It takes the options of flowfn.run() except clock=: ")
-    assert "max_concurrency" in second
 
 
 def test_flowfn_arun_awaited_from_asyncio_message() -> None:
@@ -323,6 +332,78 @@ def test_flowfn_arun_awaited_from_asyncio_names_flowfn_aio() -> None:
 
     with pytest.raises(RuntimeError, match=r"await flowfn\.aio\.arun\(total, inputs"):
         asyncio.run(main())
+
+
+def test_run_inside_a_trio_run_message() -> None:
+    assert run_inside_trio_message("total") is None
+
+    async def in_trio() -> str | None:
+        return run_inside_trio_message("total")
+
+    assert trio.run(in_trio) == (
+        "flowfn.run(total) was called inside a running trio program.\n"
+        "  Use: await flowfn.arun(total, inputs, ...)"
+    )
+
+    @step
+    async def hold(release: Any) -> None:
+        await release.wait()
+
+    async def while_hosting() -> str | None:
+        release = trio.Event()
+        flow = asyncio.create_task(flowfn.aio.arun(hold, {"release": release}))
+        await asyncio.sleep(0.01)
+        message = run_inside_trio_message("total")
+        trio.lowlevel.current_trio_token().run_sync_soon(release.set)
+        await flow
+        return message
+
+    assert asyncio.run(while_hosting()) == (
+        "flowfn.run(total) was called from asyncio code while flowfn.aio runs flows on this "
+        "event loop; run() would block the loop until the flow ends.\n"
+        "  Use: await flowfn.aio.arun(total, inputs, ...)"
+    )
+
+
+def test_another_trio_guest_run_on_the_loop() -> None:
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+        trio.lowlevel.start_guest_run(
+            trio.sleep, 0.02, run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=ended.set_result,
+        )
+        with pytest.raises(RuntimeError) as info:
+            await flowfn.aio.arun(FLOW, {"x": 1})
+        await ended
+        return str(info.value)
+
+    assert asyncio.run(main()) == (
+        "flowfn.aio.arun() cannot start trio on this event loop: another trio run is active "
+        "in this thread (Attempted to call run() from inside a run()).\n"
+        "  A thread holds one trio run at a time; inside it, use await flowfn.arun(...) from "
+        "a trio task."
+    )
+
+
+@NOT_WIRED
+def test_blocking_run_while_hosting_names_flowfn_aio() -> None:
+    @step
+    async def hold(release: Any) -> None:
+        await release.wait()
+
+    async def main() -> None:
+        release = trio.Event()
+        flow = asyncio.create_task(flowfn.aio.arun(hold, {"release": release}))
+        await asyncio.sleep(0.01)
+        try:
+            with pytest.raises(RuntimeError, match=r"await flowfn\.aio\.arun\(total"):
+                run(FLOW, {"x": 1})
+        finally:
+            trio.lowlevel.current_trio_token().run_sync_soon(release.set)
+            await flow
+
+    asyncio.run(main())
 
 
 # --- a step that touches asyncio on trio ----------------------------------------------------
