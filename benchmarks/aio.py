@@ -1,6 +1,6 @@
 """What running a flow from asyncio costs: ``await flowfn.aio.arun`` against ``flowfn.run``.
 
-    python benchmarks/aio.py                  # W1 and W4, 7 rounds each
+    python benchmarks/aio.py                  # W1 (70 rounds) and W4 (7 rounds)
     python benchmarks/aio.py --repeat 15 --only W4
 
 Three ways to run the same graph, one call at a time, end to end:

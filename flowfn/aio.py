@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import sniffio
 import trio
 
 from ._aioexec import host_loop
@@ -32,6 +33,8 @@ from ._result import RunResult
 from ._run import arun as _trio_arun
 
 __all__ = ["arun"]
+
+_LIBRARY = sniffio.current_async_library_cvar
 
 
 async def arun(flow: Any, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
@@ -132,7 +135,8 @@ class _Job:
 
     async def run(self, loop: asyncio.AbstractEventLoop) -> None:
         for var, value in self.context.items():
-            var.set(value)
+            if var is not _LIBRARY:  # which async library runs: trio, here
+                var.set(value)
         host_loop.set(loop)
         try:
             with trio.CancelScope() as self.scope:

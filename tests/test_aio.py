@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Annotated, Any
 
 import pytest
+import sniffio
 import trio
 import trio.testing
 
@@ -254,6 +255,18 @@ def test_the_callers_context_variables_reach_the_steps() -> None:
         return await asyncio.gather(handle("a"), handle("b"))
 
     assert asyncio.run(main()) == ["a", "b"]
+
+
+def test_steps_stay_trio_tasks_for_anyio_based_libraries() -> None:
+    @step
+    async def library() -> str:
+        return sniffio.current_async_library()
+
+    async def main() -> str:
+        sniffio.current_async_library_cvar.set("asyncio")  # as some asyncio shims do
+        return (await flowfn.aio.arun(library)).output
+
+    assert asyncio.run(main()) == "trio"
 
 
 # --- messages of flowfn.aio.arun ----------------------------------------------------------
