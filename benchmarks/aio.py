@@ -15,8 +15,9 @@ The three alternate, round after round, inside one loop (``run()`` blocks the id
 while it runs, which costs it nothing; the holder of ``aio shared`` is started and
 cancelled around its call in each round, since no ``trio.run`` can start while a guest
 run lives in the thread). Each timed call starts after ``gc.collect()``. Reported: best
-(median) milliseconds per call, and the ratio of each ``aio`` variant to ``run()`` on the
-best times (on the medians in brackets). Target: 1.3.
+(median) milliseconds per call, and the ratio of each ``aio`` variant to ``run()``: of the
+best times, and [paired] the median over rounds of aio_i / run_i, each pair timed back to
+back, the robust number on a shared machine. Target: 1.3.
 """
 
 from __future__ import annotations
@@ -89,9 +90,9 @@ def _ms(times: list[float]) -> str:
 
 def _ratio(times: list[float], base: list[float]) -> str:
     best = min(times) / min(base)
-    median = statistics.median(times) / statistics.median(base)
-    mark = "" if best <= TARGET else "  over target"
-    return f"{best:.2f} ({median:.2f}){mark}"
+    paired = statistics.median(t / b for t, b in zip(times, base, strict=True))
+    mark = "" if paired <= TARGET else "  over target"
+    return f"{best:.2f} [{paired:.2f}]{mark}"
 
 
 def main(argv: list[str] | None = None) -> None:
