@@ -104,8 +104,8 @@ class AsyncioExecutor:
     async def run(self, call: Any) -> Any:
         """Run ``call.fn(**call.kwargs)`` as an asyncio task and return its value."""
         loop = host_loop.get()
-        hosted = loop is not None
-        if loop is None:
+        hosted = loop is not None and _running_here(loop)
+        if loop is None or not hosted:  # also a nested run in a hosted run's worker thread
             loop = self._private_loop()
         token = trio.lowlevel.current_trio_token()
         done = trio.Event()
@@ -116,7 +116,8 @@ class AsyncioExecutor:
             if slot.cancelled:  # cancelled before the loop got to it
                 token.run_sync_soon(done.set)
                 return
-            slot.task = loop.create_task(_drive(call.fn, call.kwargs), context=context)
+            slot.task = loop.create_task(_drive(call.fn, call.kwargs),
+                                         name=f"flowfn step {call.path}", context=context)
             slot.task.add_done_callback(lambda _: token.run_sync_soon(done.set))
 
         # Hosted, trio runs in the loop's own thread: touch the loop directly.
@@ -147,6 +148,15 @@ class AsyncioExecutor:
             )
             self._thread.start()
         return self._loop
+
+
+def _running_here(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` is the asyncio loop running in this thread."""
+    asyncio = sys.modules["asyncio"]  # imported: a loop exists
+    try:
+        return bool(asyncio.get_running_loop() is loop)
+    except RuntimeError:
+        return False
 
 
 def _now(fn: Callable[[], object]) -> None:

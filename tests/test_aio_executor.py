@@ -55,10 +55,9 @@ def test_executor_runs_a_coroutine_as_an_asyncio_task_on_a_private_loop() -> Non
         finally:
             await ex.close()
 
-    before = threading.active_count()
     trio.run(main)
     assert threads == ["flowfn-asyncio"]
-    assert threading.active_count() == before  # the loop thread is gone
+    assert "flowfn-asyncio" not in [t.name for t in threading.enumerate()]  # it has ended
 
 
 def test_executor_raises_the_steps_exception() -> None:
@@ -169,6 +168,7 @@ def test_open_and_close_nest() -> None:
         await ex.close()
         assert await ex.run(call(asyncio_only, x=2)) == (2, True)  # still open once
         await ex.close()
+        assert "flowfn-asyncio" not in [t.name for t in threading.enumerate()]
         with pytest.raises(RuntimeError) as info:
             await ex.run(call(asyncio_only, x=3))
         assert str(info.value) == (
@@ -206,6 +206,26 @@ def test_hosted_executor_runs_on_the_applications_loop_and_reads_its_queue() -> 
         return (await flow).output
 
     assert asyncio.run(main()) == ("hello", True)
+
+
+def test_a_nested_run_in_a_worker_thread_of_a_hosted_run_uses_a_private_loop() -> None:
+    async def where() -> str:
+        return threading.current_thread().name
+
+    async def nested() -> str:
+        ex = AsyncioExecutor()
+        await ex.open()
+        try:
+            name: str = await ex.run(call(where))
+            return name
+        finally:
+            await ex.close()
+
+    @step
+    def in_a_thread() -> str:  # a plain def: a worker thread, with the run's context
+        return trio.run(nested)
+
+    assert asyncio.run(flowfn.aio.arun(in_a_thread)).output == "flowfn-asyncio"
 
 
 # --- executor="asyncio" end to end (needs the executor registry) -------------------------------
