@@ -1,6 +1,7 @@
 """The public API: exactly these names, all importable, nothing private leaking."""
 
 import importlib
+import inspect
 import types
 
 import flowfn
@@ -109,3 +110,9 @@ def test_exceptions_hierarchy() -> None:
 def test_plugin_module_is_importable() -> None:
     testing = importlib.import_module("flowfn.testing")
     assert callable(testing.flow_run) and callable(testing.flow_clock)
+
+
+def test_aio_module_is_public() -> None:
+    aio = importlib.import_module("flowfn.aio")  # DESIGN §5: flows from asyncio code
+    assert aio.__all__ == ["arun"]
+    assert inspect.iscoroutinefunction(aio.arun)
