@@ -11,6 +11,7 @@ from typing import Any
 
 import trio
 
+from ._aioexec import arun_outside_trio_message, run_inside_trio_message
 from ._codec import encode, storable
 from ._durable import (
     Durable,
@@ -65,6 +66,9 @@ async def arun(
 ) -> RunResult:
     """Run ``flow`` inside the current trio program. See :func:`run`."""
     g = _as_graph(flow)
+    wrong_place = arun_outside_trio_message(g.name)
+    if wrong_place is not None:
+        raise RuntimeError(wrong_place)
     context = f"run({g.name})"
     options = _options(g, max_concurrency, limits, timeout, overrides, on_event, executor,
                        inputs=inputs, run_id=run_id)
@@ -316,6 +320,9 @@ def run(
         cached outputs.
       clock: a trio clock, e.g. ``trio.testing.MockClock`` for virtual time.
     """
+    wrong_place = run_inside_trio_message(_as_graph(flow).name)
+    if wrong_place is not None:
+        raise RuntimeError(wrong_place)
     return trio.run(
         functools.partial(
             arun, flow, inputs, max_concurrency=max_concurrency, limits=limits,
@@ -415,6 +422,8 @@ def failure_message(failure: UnhandledFailure, spans: Mapping[str, Span],
         attempt = "" if failure.where == IN_PREDICATE else f" on attempt {failure.attempt}"
         head = (f"step {failure.path!r} failed{where}{attempt}: {exc_line(exc)}"
                 f"\n  step defined at {failure.location}")
+    if failure.hint:
+        head += "\n  " + failure.hint
     return head + cancelled_summary(spans, stop)
 
 

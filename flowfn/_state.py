@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import outcome
 import trio
 
+from ._aioexec import asyncio_hint
 from ._codec import answer_schema
 from ._errors import exc_line
 from ._executors import Executors
@@ -165,13 +166,14 @@ class UnhandledFailure:
     """The first failure nothing handled: it stops the run (and is what RunFailed says)."""
 
     def __init__(self, path: str, location: str, attempt: int, attempts: int,
-                 exc: BaseException, where: str = "") -> None:
+                 exc: BaseException, where: str = "", hint: str | None = None) -> None:
         self.path = path
         self.location = location
         self.attempt = attempt
         self.attempts = attempts
         self.exc = exc
         self.where = where
+        self.hint = hint  # what to change, when the failure says more than its error
 
 
 #: Called with (span, result) for every settled result, before dependents wake.
@@ -333,7 +335,7 @@ class RunState:
         self.shared.failures[span.path] = exc
         attempts = 1 if result.where == IN_PREDICATE else node.step.retries + 1
         return UnhandledFailure(span.path, node.step.location, span.attempts, attempts, exc,
-                                result.where)
+                                result.where, asyncio_hint(exc, node.step.executor))
 
     # --- the settle point ----------------------------------------------------------------
 

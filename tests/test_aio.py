@@ -27,7 +27,6 @@ from flowfn._aioexec import (
 
 # flowfn.run()'s keyword options, as flowfn.aio.arun lists them
 OPTIONS = [p for p in inspect.signature(flowfn.arun).parameters if p not in ("flow", "inputs")]
-NOT_WIRED = pytest.mark.xfail(reason="message not called from _run/_scheduler yet", strict=False)
 
 
 @step
@@ -335,7 +334,6 @@ def test_flowfn_arun_awaited_from_asyncio_message() -> None:
     assert trio.run(in_trio) is None
 
 
-@NOT_WIRED
 def test_flowfn_arun_awaited_from_asyncio_names_flowfn_aio() -> None:
     async def main() -> None:
         await flowfn.arun(FLOW, {"x": 1})
@@ -396,7 +394,6 @@ def test_another_trio_guest_run_on_the_loop() -> None:
     )
 
 
-@NOT_WIRED
 def test_blocking_run_while_hosting_names_flowfn_aio() -> None:
     @step
     async def hold(release: Any) -> None:
@@ -475,7 +472,6 @@ def test_an_asyncio_step_of_plain_run_using_another_loops_object_gets_a_hint() -
     assert asyncio_hint(error, AsyncioExecutor()) is not None
 
 
-@NOT_WIRED
 def test_the_run_failed_message_carries_the_hint() -> None:
     with pytest.raises(RunFailed) as info:
         run(Step(uses_sleep))

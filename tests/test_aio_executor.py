@@ -20,9 +20,6 @@ import flowfn.aio
 from flowfn import RunFailed, graph, run, step
 from flowfn._aioexec import AsyncioExecutor
 
-NOT_WIRED = pytest.mark.xfail(reason="executor registry not wired yet", strict=False)
-
-
 # --- the asyncio executor, directly -----------------------------------------------------------
 
 
@@ -231,7 +228,6 @@ def test_a_nested_run_in_a_worker_thread_of_a_hosted_run_uses_a_private_loop() -
 # --- executor="asyncio" end to end (needs the executor registry) -------------------------------
 
 
-@NOT_WIRED
 def test_asyncio_step_reads_a_queue_fed_by_the_host() -> None:
     @step(executor="asyncio")  # type: ignore[call-overload]
     async def consume(queue: Any, n: int) -> list[str]:
@@ -248,7 +244,6 @@ def test_asyncio_step_reads_a_queue_fed_by_the_host() -> None:
     assert asyncio.run(main()) == ["a", "b"]
 
 
-@NOT_WIRED
 def test_asyncio_step_under_plain_run_uses_a_private_loop() -> None:
     @step(executor="asyncio")  # type: ignore[call-overload]
     async def fetch(x: int) -> tuple[int, bool]:
@@ -261,7 +256,6 @@ def test_asyncio_step_under_plain_run_uses_a_private_loop() -> None:
     assert run(graph(after), {"x": 1}).output == 2
 
 
-@NOT_WIRED
 def test_asyncio_step_timeout() -> None:
     cleaned: list[bool] = []
 
@@ -279,7 +273,6 @@ def test_asyncio_step_timeout() -> None:
     assert cleaned == [True, True]
 
 
-@NOT_WIRED
 def test_asyncio_step_cancelled_with_its_caller() -> None:
     cleaned: list[bool] = []
 

@@ -18,7 +18,6 @@ from types import ModuleType
 from typing import Any
 
 import httpx
-import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -84,7 +83,6 @@ def test_concurrent_requests_run_in_parallel_and_health_is_served_meanwhile() ->
     assert max(at for _, at in pages) - started < 0.35  # one after the other: 0.4 s
 
 
-@pytest.mark.xfail(reason="executor registry not wired yet", strict=False)
 def test_an_asyncio_step_uses_the_apps_own_queue() -> None:
     @step(executor="asyncio")  # type: ignore[call-overload]
     async def audit(user_id: int, log: Any) -> str:

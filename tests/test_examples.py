@@ -141,6 +141,13 @@ EXPECTED_OUTPUT: dict[str, list[str]] = {
         r"^profile\[2\] attempts: 2$",
         r"^profile\[5\] +failed .* NotFound: GET /users/6: not found$",
     ],
+    "asgi_app": [
+        r'^GET /users/1 -> 200 \{"id":1,"name":"user 1","orders":\[10,11,12\]\}$',
+        r'^GET /users/0 -> 404 \{"error":"no user 0"\}$',
+        r'^GET /health -> 200 \{"ok":true\}$',
+        r"^4 requests served in parallel: True$",
+        r"^health check answered while flows ran: True$",
+    ],
     "log_files": [
         r"^12 requests in 3 files, statuses \{200: 6, 201: 1, 204: 1, 404: 1, 500: 1, "
         r"502: 1, 503: 1\}$",
