@@ -233,7 +233,8 @@ def execute(flow: Graph, inputs: dict[str, Any], *, console: Console, out: TextI
     live = console.is_terminal and not console.is_dumb_terminal
     progress = Progress(flow, out=None if live else cast(TextIO, console.file))
     if not live:
-        console.file.write(f"running {flow.name} ({count_steps(flow)} steps)\n")
+        steps = count_steps(flow)
+        console.file.write(f"running {flow.name} ({steps} step{'s' * (steps != 1)})\n")
     began = time.monotonic()
     failure: RunFailed | None = None
     with _display(progress, console, live=live, out=out):
@@ -304,8 +305,7 @@ def graph_text(flow: Graph) -> str:
     ups: dict[str, list[str]] = {}
     for up, down, label in _edges(flow):
         ups.setdefault(down, []).append(f"{up} ({label})" if label else up)
-    inputs = ", ".join(f"{name}: {getattr(spec.type, '__name__', spec.type)}"
-                       for name, spec in flow.inputs.items())
+    inputs = ", ".join(repr(spec)[len("<input "):-1] for spec in flow.inputs.values())
     lines = [f"graph({flow.name}): {len(flow.nodes)} steps"
              + (f"; inputs: {inputs}" if inputs else "")]
     width = max(len(n) for n in flow.names)
