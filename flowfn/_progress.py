@@ -1,10 +1,10 @@
 """What ``flowfn run`` shows: live progress while a run goes, a per-step table after.
 
-Events arrive on the run's thread, thousands a second on a large graph, so handling one
-only updates counters; drawing happens elsewhere — on a terminal, rich's refresh thread
-renders :class:`Progress` a few times a second; otherwise a plain line is written for
-each step that ends (map items are summed up, with at most one progress line per map
-every few seconds), so CI logs and pipes get readable text without escape codes.
+Events arrive on the run's thread, thousands a second on a large graph. On a terminal
+the display does not even listen to them: rich's refresh thread draws :class:`Progress`
+a few times a second from the run's spans themselves. Otherwise :class:`PlainLog` writes
+a line for each step that ends, so CI logs and pipes get readable text without escape
+codes.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, TextIO
 
+import trio
 from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -22,6 +23,7 @@ from rich.text import Text
 
 from ._errors import exc_line
 from ._patterns import SubflowSpec
+from ._result import current_run_var
 
 if TYPE_CHECKING:
     from ._graph import Graph
@@ -31,132 +33,205 @@ PLAIN_EVERY = 5.0  # seconds between two progress lines of one map in plain mode
 MAX_ROWS = 40  # beyond this, the final table keeps the notable steps and sums up the rest
 SLOWEST = 10  # succeeded steps kept in a collapsed table: the slowest ones
 SHOW_RUNNING = 6  # names of running steps listed in the live display
+SHOW_MAPS = 8  # maps drawn as progress bars (the latest ones)
 
 
 def count_steps(flow: Graph) -> int:
     """Steps a run of ``flow`` will settle, sub-workflows' steps included (map items not)."""
-    total = 0
-    for n in flow.nodes:
-        total += 1
+    total = len(flow.nodes)
+    for n in flow.limit_checks:  # every sub-workflow is among them (precomputed)
         spec = n.step.container
         if isinstance(spec, SubflowSpec) and not n.mapped:
             total += count_steps(spec.graph)
     return total
 
 
+def short_name(name: str, width: int = 60) -> str:
+    """A graph's name fit for one line (a graph of many targets is named after all)."""
+    return name if len(name) <= width else name[: width - 3] + "..."
+
+
 class MapProgress:
-    """Items of one mapped step: how many started, ended, failed."""
+    """Items of one mapped step: how many are known, running, ended, failed."""
 
-    __slots__ = ("done", "failed", "retries", "running", "span")
+    __slots__ = ("done", "failed", "known", "path", "retries", "running")
 
-    def __init__(self, span: Span | None) -> None:
-        self.span = span  # the map's own span: its children are every item known so far
+    def __init__(self, path: str, known: int = 0) -> None:
+        self.path = path
+        self.known = known  # items created so far (a streamed map learns them one by one)
         self.running = 0
         self.done = 0
         self.failed = 0
         self.retries = 0
 
     def total(self) -> int:
-        known = len(self.span.children) if self.span is not None else 0
-        return max(known, self.done + self.running)
+        return max(self.known, self.done + self.running)
+
+
+_FINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
+
+
+class Census:
+    """Where a run stands, counted from its spans."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.failed = 0
+        self.running: list[str] = []
+        self.maps: list[MapProgress] = []
+
+    def add(self, span: Span, pending: list[Span]) -> None:
+        """Count ``span``; its sub-workflow members go on ``pending``, its items are
+        summed up as one map."""
+        status = span.status
+        if status == "running":
+            self.running.append(span.path)
+        elif status != "pending":
+            self.done += 1
+            self.failed += status == "failed"
+        children = span.children
+        if not children:
+            return
+        members = list(children.values())  # one C-level copy: the run may add items
+        if not members[0].name.endswith("]"):
+            pending.extend(members)
+            return
+        progress = MapProgress(span.path, len(members))
+        for item in members:
+            item_status = item.status
+            if item_status == "running":
+                progress.running += 1
+            elif item_status != "pending":
+                progress.done += 1
+                progress.failed += item_status == "failed"
+        self.maps.append(progress)
 
 
 class Progress:
-    """Counts a run's events; renders itself (rich) or writes plain lines to ``out``."""
+    """The live display. It reads the run's spans when rich draws it, a few times a
+    second, and is told nothing while the run goes (see :class:`SpanFinder`)."""
 
-    def __init__(self, flow: Graph, *, out: TextIO | None = None) -> None:
-        self.name = flow.name
+    def __init__(self, flow: Graph) -> None:
+        self.name = short_name(flow.name)
         self.total = count_steps(flow)
-        self.running: dict[str, Span] = {}  # steps (not map items) running now
-        self.spans: dict[str, Span] = {}  # every step that has started, by path
-        self.ended = 0
-        self.failed = 0
-        self.maps: dict[str, MapProgress] = {}
         self.began = time.monotonic()
-        self.out = out  # plain mode: one line per ended step
-        self.last_line: dict[str, float] = {}
+        self.spans: Mapping[str, Span] | None = None
+        # Spans settle for good; the leading settled ones are counted once, here.
+        self.settled = 0
+        self.settled_census = Census()
 
-    # --- events: on the run's thread, kept cheap -------------------------------------
+    def finder(self) -> trio.abc.Instrument:
+        """A trio instrument that hands this display the run's spans (see SpanFinder)."""
+        return SpanFinder(self)
 
-    def event(self, event: Event) -> None:
-        path = event.step
-        if path[-1] == "]":
-            self._item(event, path)
-            return
-        kind = event.kind
-        if kind == "started":
-            self.running[path] = self.spans[path] = event.span
-            return
-        if self.running.pop(path, None) is None and kind in ("retrying", "waiting"):
-            return
-        if kind == "retrying":  # still running: put it back
-            self.running[path] = event.span
-        else:
-            self.ended += 1
-            self.failed += kind == "failed"
-        if self.out is not None:
-            self._line(event)
-
-    def _item(self, event: Event, path: str) -> None:
-        parent = path[: path.rindex("[")]
-        progress = self.maps.get(parent)
-        if progress is None:
-            progress = self.maps[parent] = MapProgress(self.spans.get(parent))
-        kind = event.kind
-        if kind == "started":
-            progress.running += 1
-            return
-        if kind == "retrying":
-            progress.retries += 1
-            return
-        if event.span.started is not None:
-            progress.running -= 1
-        progress.done += 1
-        progress.failed += kind == "failed"
-        if self.out is not None:
-            now = time.monotonic()
-            if now - self.last_line.get(parent, self.began) >= PLAIN_EVERY:
-                self.last_line[parent] = now
-                self.out.write(f"  ...       {parent}  {_items(progress)}\n")
-
-    def _line(self, event: Event) -> None:
-        assert self.out is not None
-        span = event.span
-        word = {"finished": "done", "failed": "FAILED", "retrying": "retry"}.get(
-            event.kind, event.kind)
-        detail = _detail(span, retrying=event.kind == "retrying")
-        progress = self.maps.get(event.step)
-        if progress is not None:
-            detail = f"{_items(progress)}  {detail}".rstrip()
-        line = f"  {word:<9} {event.step}"
-        self.out.write(f"{line}  {detail}\n" if detail else f"{line}\n")
-
-    # --- drawing: rich calls this from its refresh thread ------------------------------
+    def census(self) -> Census:
+        spans = list(self.spans.values()) if self.spans is not None else []
+        done = self.settled_census
+        while self.settled < len(spans) and spans[self.settled].status in _FINAL:
+            pending = [spans[self.settled]]
+            for span in pending:  # grows while we go: members of sub-workflows
+                done.add(span, pending)
+            self.settled += 1
+        census = Census()
+        census.done, census.failed = done.done, done.failed
+        census.maps = list(done.maps)
+        pending = spans[self.settled:]
+        for span in pending:
+            census.add(span, pending)
+        return census
 
     def __rich__(self) -> RenderableType:
-        running = list(self.running)  # one C-level copy: safe against the run's thread
-        maps = list(self.maps.items())
+        census = self.census()
         elapsed = time.monotonic() - self.began
-        waiting = max(0, self.total - self.ended - len(running))
+        running = census.running
+        waiting = max(0, self.total - census.done - len(running))
         head = Text.assemble(
             (self.name, "bold"), f"  {elapsed:.1f}s  ",
-            (f"{self.ended}/{self.total} steps done", "green"),
+            (f"{census.done}/{self.total} steps done", "green"),
             f" · {len(running)} running · {waiting} waiting",
-            (f" · {self.failed} failed", "red") if self.failed else "",
+            (f" · {census.failed} failed", "red") if census.failed else "",
         )
         parts: list[RenderableType] = [head]
-        if maps:
+        if census.maps:
             grid = Table.grid(padding=(0, 1))
-            for path, progress in maps:
+            for progress in census.maps[-SHOW_MAPS:]:
                 total = progress.total()
-                grid.add_row(path, ProgressBar(total=total or None, completed=progress.done,
-                                               width=30), _items(progress))
+                grid.add_row(progress.path, ProgressBar(
+                    total=total or None, completed=progress.done, width=30), _items(progress))
             parts.append(grid)
         if running:
             more = len(running) - SHOW_RUNNING
             names = ", ".join(running[:SHOW_RUNNING]) + (f", +{more} more" if more > 0 else "")
             parts.append(Text(f"running: {names}", style="dim"))
         return Group(*parts)
+
+
+class SpanFinder(trio.abc.Instrument):
+    """Finds the run's spans in the context of the first step task trio spawns, then
+    uninstalls itself: the display then costs the run nothing per step or event (an
+    ``on_event`` callback would cost a call per event, a sixth of a no-op run's time)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        view = task.context.get(current_run_var)
+        if view is None:  # trio's own tasks, the main task: not a step
+            return
+        while view.parent is not None:
+            view = view.parent
+        self.progress.spans = view.spans
+        trio.lowlevel.remove_instrument(self)
+
+
+class PlainLog:
+    """Without a terminal: a line per step that ends (map items summed up, at most one
+    progress line per map every few seconds), no escape codes."""
+
+    def __init__(self, flow: Graph, out: TextIO) -> None:
+        self.out = out
+        self.maps: dict[str, MapProgress] = {}
+        self.began = time.monotonic()
+        self.last_line: dict[str, float] = {}
+
+    def event(self, event: Event) -> None:
+        kind, path, _, span = event
+        if path[-1] == "]":
+            self._item(kind, path, span)
+        elif kind != "started":
+            self._line(event)
+
+    def _item(self, kind: str, path: str, span: Span) -> None:
+        parent = path[: path.rindex("[")]
+        progress = self.maps.get(parent)
+        if progress is None:
+            progress = self.maps[parent] = MapProgress(parent)
+        if kind == "started":
+            progress.running += 1
+            return
+        if kind == "retrying":
+            progress.retries += 1
+            return
+        if span.started is not None:
+            progress.running -= 1
+        progress.done += 1
+        progress.failed += kind == "failed"
+        now = time.monotonic()
+        if now - self.last_line.get(parent, self.began) >= PLAIN_EVERY:
+            self.last_line[parent] = now
+            self.out.write(f"  ...       {parent}  {_items(progress)}\n")
+
+    def _line(self, event: Event) -> None:
+        span = event.span
+        word = {"finished": "done", "failed": "FAILED", "retrying": "retry"}.get(
+            event.kind, event.kind)
+        detail = _detail(span, retrying=event.kind == "retrying")
+        progress = self.maps.get(event.step)
+        if progress is not None:
+            progress.known = len(span.children)
+            detail = f"{_items(progress)}  {detail}".rstrip()
+        line = f"  {word:<9} {event.step}"
+        self.out.write(f"{line}  {detail}\n" if detail else f"{line}\n")
 
 
 def _items(progress: MapProgress) -> str:
@@ -205,24 +280,29 @@ def _is_map(children: Mapping[str, Span]) -> bool:
 
 
 def _kept(rows: list[Span]) -> tuple[list[Span], str]:
-    """At most about MAX_ROWS rows: every notable step and the slowest others, plus a
-    line that says what was left out."""
+    """At most about MAX_ROWS rows: the notable steps (not plainly succeeded) and the
+    slowest others, plus a line that says what was left out. Comprehensions over the
+    spans, no call per span: a 10,000-step run must not wait for its table."""
     if len(rows) <= MAX_ROWS:
         return rows, ""
-    notable = {id(s) for s in rows
-               if s.status != "succeeded" or s.attempts > 1 or s.children or s.reason}
-    if len(notable) > MAX_ROWS:
-        ordered = [s for s in rows if id(s) in notable][:MAX_ROWS]
-        notable = {id(s) for s in ordered}
-    plain = [s for s in rows if id(s) not in notable]
-    slow = heapq.nlargest(SLOWEST, plain, key=lambda s: s.duration or 0.0)
-    keep = notable | {id(s) for s in slow}
-    left = [s for s in rows if id(s) not in keep]
+    notable = [s for s in rows if s.status != "succeeded" or s.attempts != 1
+               or s.children or s.reason is not None]
+    if notable:
+        seen = {id(s) for s in notable}
+        plain = [s for s in rows if id(s) not in seen]
+    else:
+        plain = rows
+    took = [(s.ended or 0.0) - (s.started or 0.0) for s in plain]
+    slow = [plain[i] for i in heapq.nlargest(SLOWEST, range(len(plain)), key=took.__getitem__)]
     counts: dict[str, int] = {}
-    for s in left:
+    for s in notable[MAX_ROWS:]:
         counts[s.status] = counts.get(s.status, 0) + 1
+    if len(plain) > len(slow):
+        counts["succeeded"] = counts.get("succeeded", 0) + len(plain) - len(slow)
+    keep = {id(s) for s in notable[:MAX_ROWS]} | {id(s) for s in slow}
     summary = ", ".join(f"{n:,} {status}" for status, n in sorted(counts.items()))
-    return [s for s in rows if id(s) in keep], f"... {len(left):,} more steps ({summary})"
+    left = sum(counts.values())
+    return [s for s in rows if id(s) in keep], f"... {left:,} more steps ({summary})"
 
 
 def map_summary(children: Mapping[str, Span]) -> str:
@@ -246,27 +326,36 @@ _STYLE = {"succeeded": "green", "failed": "bold red", "cancelled": "yellow",
           "skipped": "dim", "waiting": "cyan"}
 
 
-def summary_table(result: RunResult) -> Table:
-    """The per-step table: status, time, tries and detail; large maps in one row."""
-    table = Table(box=None, padding=(0, 2, 0, 0), show_edge=False, header_style="bold")
-    for column in ("step", "status", "time", "tries", "detail"):
-        table.add_column(column, no_wrap=column != "detail",
-                         justify="right" if column in ("time", "tries") else "left")
+def summary_table(result: RunResult) -> Text:
+    """The per-step table: status, time, tries and detail; a map's items in one row.
+
+    Laid out by hand rather than with ``rich.table.Table``, which measures every cell
+    and takes milliseconds even for a dozen rows; long details run past the edge
+    instead of wrapping, so each step stays one line.
+    """
     rows, left_out = _kept(_rows(result.spans.values()))
+    cells = [("step", "status", "time", "tries", "detail")]
     for span in rows:
         children = span.children
         detail = (span.reason or "") if span.status == "succeeded" else _detail(span)
         if children and _is_map(children):
             detail = map_summary(children) + (f" · {detail}" if detail else "")
-        table.add_row(span.path, Text(span.status, style=_STYLE.get(span.status, "")),
-                      _duration(span.duration), str(span.attempts or ""), detail)
+        cells.append((span.path, span.status, _duration(span.duration),
+                      str(span.attempts or ""), detail))
+    width = [max(len(row[i]) for row in cells) for i in range(4)]
+    text = Text(no_wrap=True, overflow="ignore")
+    for i, (path, status, took, tries, detail) in enumerate(cells):
+        head = "bold" if i == 0 else ""
+        text.append(("\n" if i else "") + path.ljust(width[0]) + "  ", head)
+        text.append(status.ljust(width[1]), head or _STYLE.get(status, ""))
+        text.append(f"  {took:>{width[2]}}  {tries:>{width[3]}}  {detail}".rstrip(), head)
     if left_out:
-        table.add_row(Text(left_out, style="dim"), "", "", "", "")
-    return table
+        text.append("\n" + left_out, "dim")
+    return text
 
 
 def headline(result: RunResult, elapsed: float) -> Text:
     """``order_flow succeeded in 1.23s · run id 1f3a...``"""
     style = _STYLE.get(result.status, "")
-    return Text.assemble((result.graph_name, "bold"), " ", (result.status, style),
+    return Text.assemble((short_name(result.graph_name), "bold"), " ", (result.status, style),
                          f" in {elapsed:.2f}s · run id {result.run_id}")

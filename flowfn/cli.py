@@ -15,6 +15,7 @@ is at fault); ``--debug`` adds the traceback and flowfn's DEBUG log records.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import json
@@ -29,6 +30,7 @@ from types import ModuleType
 from typing import Any, NoReturn, TextIO, cast
 
 import click
+import trio
 from rich.console import Console
 from rich.live import Live
 from rich.logging import RichHandler
@@ -36,10 +38,10 @@ from rich.logging import RichHandler
 from ._errors import GraphError, InputError, RunFailed, did_you_mean, exc_line, relpath
 from ._graph import Graph, graph
 from ._inputs import converter, structure_inputs
-from ._progress import Progress, count_steps, headline, summary_table
+from ._progress import PlainLog, Progress, count_steps, headline, short_name, summary_table
 from ._render import _edges
 from ._result import RunResult
-from ._run import run
+from ._run import arun
 from ._step import Step
 
 USAGE = 2  # exit status when the command line is at fault (click's own convention)
@@ -231,16 +233,21 @@ def execute(flow: Graph, inputs: dict[str, Any], *, console: Console, out: TextI
     """Run ``flow`` with progress on ``console``; the table after, the output to ``out``."""
     structure_inputs(flow.name, flow.inputs, inputs)  # bad inputs: before any display
     live = console.is_terminal and not console.is_dumb_terminal
-    progress = Progress(flow, out=None if live else cast(TextIO, console.file))
+    watch: Progress | PlainLog = (Progress(flow) if live
+                                  else PlainLog(flow, cast(TextIO, console.file)))
     if not live:
         steps = count_steps(flow)
-        console.file.write(f"running {flow.name} ({steps} step{'s' * (steps != 1)})\n")
+        console.file.write(f"running {short_name(flow.name)} ({steps} step{'s' * (steps != 1)})\n")
     began = time.monotonic()
     failure: RunFailed | None = None
-    with _display(progress, console, live=live, out=out):
+    live_run = functools.partial(arun, flow, inputs, max_concurrency=max_concurrency,
+                                 run_id=run_id)
+    with _display(watch, console, out=out):
         try:
-            result = run(flow, inputs, max_concurrency=max_concurrency,
-                         on_event=progress.event, run_id=run_id)
+            if isinstance(watch, Progress):
+                result = trio.run(live_run, instruments=[watch.finder()])
+            else:
+                result = trio.run(functools.partial(live_run, on_event=watch.event))
         except RunFailed as exc:
             failure, result = exc, exc.result
     elapsed = time.monotonic() - began
@@ -259,14 +266,14 @@ def execute(flow: Graph, inputs: dict[str, Any], *, console: Console, out: TextI
 
 
 @contextlib.contextmanager
-def _display(progress: Progress, console: Console, *, live: bool, out: TextIO) -> Iterator[None]:
-    if not live:
+def _display(watch: Progress | PlainLog, console: Console, *, out: TextIO) -> Iterator[None]:
+    if not isinstance(watch, Progress):
         yield
         return
     # Prints from steps go above the display, on the stream they were written to:
     # stdout is only captured when it is the same terminal as the display.
     same_terminal = getattr(out, "isatty", lambda: False)()
-    with Live(progress, console=console, refresh_per_second=8, transient=True,
+    with Live(watch, console=console, refresh_per_second=8, transient=True,
               redirect_stdout=same_terminal, redirect_stderr=True):
         yield
 
@@ -286,6 +293,10 @@ def _report_waiting(console: Console, result: RunResult) -> None:
 
 def output_text(value: Any) -> str:
     """The output as JSON (dataclasses and the like unstructured first), else its repr."""
+    try:  # plain data first: it needs no cattrs
+        return json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        pass
     try:
         return json.dumps(converter.unstructure(value), indent=2, ensure_ascii=False,
                           allow_nan=False)

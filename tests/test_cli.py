@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 import flowfn
-from flowfn import Outcome, Step, each, graph, run, step
+from flowfn import Outcome, Step, arun, each, graph, run, step
 from flowfn._progress import Progress, summary_table
 from flowfn.cli import cli, execute
 
@@ -401,11 +401,12 @@ def test_progress_display_mid_run() -> None:
 
     flow = graph(total, watcher)
     progress = Progress(flow)
-    run(flow, on_event=progress.event, clock=trio.testing.MockClock(autojump_threshold=0))
+    trio.run(arun, flow, instruments=[progress.finder()],
+             clock=trio.testing.MockClock(autojump_threshold=0))
     text = console.export_text()
     assert re.search(r"1/4 steps done · 2 running · 1 waiting", text), text
     assert re.search(r"wait [━╺╸]+ 5/10 items, 5 running", text), text
-    assert "running: watcher, wait" in text
+    assert "running: wait, watcher" in text
 
 
 def test_execute_on_a_terminal_console(tmp_path: Path) -> None:
