@@ -316,7 +316,8 @@ def graph_text(flow: Graph) -> str:
     ups: dict[str, list[str]] = {}
     for up, down, label in _edges(flow):
         ups.setdefault(down, []).append(f"{up} ({label})" if label else up)
-    inputs = ", ".join(repr(spec)[len("<input "):-1] for spec in flow.inputs.values())
+    inputs = ", ".join(repr(flow.inputs[name])[len("<input "):-1]
+                       for name in sorted(flow.inputs))
     lines = [f"graph({flow.name}): {len(flow.nodes)} steps"
              + (f"; inputs: {inputs}" if inputs else "")]
     width = max(len(n) for n in flow.names)
