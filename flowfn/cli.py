@@ -343,7 +343,7 @@ def _guard(debug: bool) -> Iterator[None]:
         raise
     except InputError as exc:
         _fail(exc, USAGE, debug)
-    except (GraphError, ValueError, TypeError) as exc:
+    except GraphError as exc:
         _fail(exc, FAILED, debug)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -356,16 +356,28 @@ def _fail(exc: BaseException, code: int, debug: bool) -> NoReturn:
     raise CliError(str(exc), code) from exc
 
 
-def _debug_logging(console: Console) -> None:
+@contextlib.contextmanager
+def _debug_logging(console: Console, debug: bool) -> Iterator[None]:
+    """With ``--debug``, flowfn's log records (DEBUG and up) on the display's console,
+    for this command only."""
+    if not debug:
+        yield
+        return
     log = logging.getLogger("flowfn")
-    log.setLevel(logging.DEBUG)
     handler: logging.Handler
     if console.is_terminal:
         handler = RichHandler(console=console, show_path=False)
     else:
         handler = logging.StreamHandler(console.file)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    level = log.level
     log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -390,9 +402,7 @@ def run_command(target: str, pairs: tuple[str, ...], inputs_file: str | None,
                 run_id: str | None, debug: bool) -> None:
     """Run TARGET (FILE.py:flow or package.module:flow) with live progress."""
     console = Console(stderr=True)
-    if debug:
-        _debug_logging(console)
-    with _guard(debug):
+    with _guard(debug), _debug_logging(console, debug):
         if store is not None:  # the durable store is not part of flowfn yet
             raise CliError("--store is not available yet: this flowfn has no durable store. "
                            "Run without --store.", USAGE)
