@@ -10,7 +10,8 @@ any outer cancellation by the scope itself, never by a string.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import trio
@@ -43,10 +44,23 @@ async def single(run: RunState, span: Span, call: Caller) -> Any:
     """One try, no slot, no deadline: the path almost every step takes."""
     run.start(span)
     try:
-        value = await call(None)
+        if run.shared.observers:
+            with _observed(run, span, 1):
+                return await call(None)
+        return await call(None)
     except Exception as exc:
         return Failed(exc)
-    return value
+
+
+@contextmanager
+def _observed(run: RunState, span: Span, attempt: int) -> Iterator[None]:
+    """Each observer's context around one attempt (an OpenTelemetry span, say), entered
+    in the step's own task so that what the step opens nests under it."""
+    shared = run.shared
+    with ExitStack() as stack:
+        for observer in shared.observers:
+            stack.enter_context(observer.attempt(span, attempt, shared.run_id))
+        yield
 
 
 async def attempts(run: RunState, node: Node, span: Span, call: Caller, held: Held, *,
@@ -71,7 +85,11 @@ async def attempts(run: RunState, node: Node, span: Span, call: Caller, held: He
         span.attempts = attempt
         try:
             async with _slots(named, glob):
-                value = await _one(run, node, span, call, attempt)
+                if shared.observers:
+                    with _observed(run, span, attempt):
+                        value = await _one(run, node, span, call, attempt)
+                else:
+                    value = await _one(run, node, span, call, attempt)
         except Exception as exc:
             now = run.now()
             begun = span.attempt_started

@@ -169,7 +169,9 @@ class Items:
         self.first_error: tuple[int, BaseException] | None = None
         self.stopped: CancelReason | None = None  # why the items still running are cancelled
         self.outlets = [run.streams[(node.index, d.index)] for d in node.streams_to]
-        self.simple = node.simple and run.shared.global_limiter is None and fn is node.step.fn
+        shared = run.shared
+        self.simple = (node.simple and shared.global_limiter is None and fn is node.step.fn
+                       and not shared.observers)
         self.inner: trio.Nursery
 
     def begin(self) -> None:

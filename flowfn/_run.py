@@ -7,6 +7,7 @@ import json
 import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import trio
@@ -33,6 +34,7 @@ from ._errors import (
 from ._executors import Executor, Executors, check_sendable
 from ._graph import Graph, graph
 from ._inputs import structure, structure_inputs
+from ._observe import observers
 from ._result import Event, RunResult, RunStatus, Span
 from ._runargs import check_run_args
 from ._scheduler import Runner
@@ -174,6 +176,7 @@ async def _start(g: Graph, values: dict[str, Any], options: dict[str, Any], run_
                  stale: list[str] | None = None) -> RunResult:
     """Build the run's shared state and runner, run it, and (with a store) commit it."""
     cap = options["max_concurrency"]
+    watching = observers()
     shared = Shared(
         {name: trio.CapacityLimiter(n) for name, n in options["limits"].items()},
         trio.CapacityLimiter(cap) if cap else None,
@@ -182,16 +185,28 @@ async def _start(g: Graph, values: dict[str, Any], options: dict[str, Any], run_
         settle_hooks=(durable.settled,) if durable is not None else (),
         asks=asks,
         durable=durable,
+        observers=watching,
+        run_id=run_id,
     )
     runner = Runner(g, values, shared, overrides=options["overrides"], run_id=run_id,
                     settled=settled)
+    with ExitStack() as stack:  # the run's own span, when OpenTelemetry is configured
+        for observer in watching:
+            stack.enter_context(observer.run(g.name, run_id))
+        return await _run_and_commit(runner, options["timeout"], durable, stored, stale)
+
+
+async def _run_and_commit(runner: Runner, timeout: float | None, durable: Durable | None,
+                          stored: StoredRun | None, stale: list[str] | None) -> RunResult:
+    """Execute the runner; with a store, inside its writer, then record how it ended."""
+    g, run_id = runner.graph, runner.view.run_id
     if durable is None:
-        return await execute(runner, options["timeout"])
+        return await execute(runner, timeout)
     failed: RunFailed | None = None
     async with store_writer(durable.store, run_id) as writer:
         durable.writer = writer
         try:
-            result = await execute(runner, options["timeout"])
+            result = await execute(runner, timeout)
         except RunFailed as exc:
             failed, result = exc, exc.result
     result.stale = stale or []

@@ -65,7 +65,8 @@ class Runner(RunState):
                           if k in graph.by_name}
         self.sub_overrides = {k: v for k, v in overrides.items() if k not in graph.by_name}
         # Plain steps skip ``body`` unless something run-wide changes how steps are called.
-        self.fast = not self.overrides and shared.global_limiter is None
+        self.fast = (not self.overrides and shared.global_limiter is None
+                     and not shared.observers)
         self.pending = list(graph.dep_counts)
         self.quiet = _quiet(graph)
         self.nodes, self.names = graph.nodes, graph.names

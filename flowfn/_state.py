@@ -37,6 +37,7 @@ from ._codec import answer_schema
 from ._errors import exc_line
 from ._executors import Executors
 from ._graph import Binding, Graph, Node
+from ._observe import Observer
 from ._result import Event, EventKind, Form, RunView, Span
 from ._step import MISSING
 from ._wiring import Mode
@@ -233,7 +234,8 @@ class Shared:
                  on_event: Callable[[Event], object] | None,
                  executors: Executors,
                  settle_hooks: tuple[SettleHook, ...] = (),
-                 asks: Asks | None = None, durable: Caching | None = None) -> None:
+                 asks: Asks | None = None, durable: Caching | None = None,
+                 observers: tuple[Observer, ...] = (), run_id: str = "") -> None:
         self.limiters = limiters
         self.global_limiter = global_limiter
         self.on_event = on_event
@@ -241,6 +243,8 @@ class Shared:
         self.settle_hooks = settle_hooks
         self.asks = asks if asks is not None else Asks()
         self.durable = durable
+        self.observers = observers  # logging, OpenTelemetry (``_observe``)
+        self.run_id = run_id
         self.failures: dict[str, BaseException] = {}
         self.waiting: list[Form] = []  # the forms of ask() steps waiting for an answer
 
@@ -276,7 +280,7 @@ class RunState:
         # Set by stop(). Checked instead of the nursery's cancel scope, whose
         # ``cancel_called`` reads the clock; a run deadline is checked on its own.
         self.stopping = False
-        self.emits = shared.on_event is not None
+        self.emits = shared.on_event is not None or bool(shared.observers)
         self.hooks = shared.settle_hooks
         self.now: Callable[[], float] = trio.current_time
         # The failure inside each failed sub-workflow (by node index): the subflow step
@@ -407,11 +411,21 @@ class RunState:
         self.emit("cancelled", span)
 
     def emit(self, kind: EventKind, span: Span) -> None:
-        on_event = self.shared.on_event
+        if not self.emits:
+            return
+        shared = self.shared
+        event = Event(kind, span.path, self.now(), span)
+        for observer in shared.observers:
+            try:
+                observer.event(event, shared.run_id)
+            except Exception as exc:  # a broken exporter must not break the run
+                warnings.warn(f"flowfn observer raised {exc_line(exc)}", RuntimeWarning,
+                              stacklevel=1)
+        on_event = shared.on_event
         if on_event is None:
             return
         try:
-            on_event(Event(kind, span.path, self.now(), span))
+            on_event(event)
         except Exception as exc:  # a broken callback must not break the run
             warnings.warn(f"on_event callback raised {exc_line(exc)}", RuntimeWarning,
                           stacklevel=1)

@@ -468,7 +468,6 @@ def test_the_table_of_a_large_graph_keeps_the_notable_steps() -> None:
     assert lines[-1].strip() == "... 91 more steps (91 succeeded)"
 
 
-@pytest.mark.xfail(reason="observers not wired yet", strict=False)
 def test_debug_shows_flowfns_log_records(in_tmp: Path) -> None:
     write(in_tmp, "flows.py", FLOWS)
     result = invoke("run", "flows.py:flow", "-i", "n=2", "--debug")

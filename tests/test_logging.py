@@ -15,8 +15,6 @@ import trio.testing
 from flowfn import RunFailed, each, graph, run, step, subflow
 from flowfn._observe import LoggingObserver, observers
 
-wired = pytest.mark.xfail(reason="observers not wired yet", strict=False)
-
 
 def clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
@@ -145,7 +143,6 @@ def test_active_only_when_a_handler_would_print(monkeypatch: pytest.MonkeyPatch)
 # --- through run() itself, once the scheduler calls the observers --------------------
 
 
-@wired
 def test_run_logs_by_itself(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="flowfn")
     result = run(graph(fetch), clock=clock())
@@ -155,7 +152,6 @@ def test_run_logs_by_itself(caplog: pytest.LogCaptureFixture) -> None:
     ]
 
 
-@wired
 def test_run_logs_failures_with_the_run_id(caplog: pytest.LogCaptureFixture) -> None:
     flaky.calls = 0  # type: ignore[attr-defined]
     caplog.set_level(logging.WARNING, logger="flowfn")

@@ -23,8 +23,6 @@ from flowfn import RunFailed, Span, current_span, each, graph, run, step, subflo
 from flowfn._observe import observers
 from flowfn.otel import TracingObserver
 
-wired = pytest.mark.xfail(reason="observers not wired yet", strict=False)
-
 
 class Traced:
     def __init__(self, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
@@ -190,7 +188,6 @@ def test_the_run_span_nests_under_the_callers_span(traced: Traced) -> None:
 # --- through run() itself, once the scheduler calls the observers --------------------
 
 
-@wired
 def test_run_traces_steps_and_their_own_spans(traced: Traced) -> None:
     tracer = traced.tracer
 
@@ -220,7 +217,6 @@ def test_run_traces_steps_and_their_own_spans(traced: Traced) -> None:
         "flowfn.status": "succeeded", "flowfn.rows": 2}
 
 
-@wired
 def test_run_traces_retries_maps_and_subflows(traced: Traced) -> None:
     calls: list[int] = []
 
@@ -251,7 +247,6 @@ def test_run_traces_retries_maps_and_subflows(traced: Traced) -> None:
         span_id(s) for s in by_name.get("double", [])}
 
 
-@wired
 def test_a_failed_run_is_an_error_span(traced: Traced) -> None:
     @step
     async def boom() -> int:
