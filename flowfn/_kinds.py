@@ -385,13 +385,14 @@ class SubflowKind(Kind):
         inside = holding(node, held)
         try:
             return await attempts(
-                run, node, span, thunk(lambda: self._subflow(run, node, span, kwargs, inside)),
+                run, node, span, thunk(lambda: self.body(run, node, span, kwargs, inside)),
                 held, container=True)
         except Skipped as skipped:
             return Skip(str(skipped))
 
-    async def _subflow(self, run: RunState, node: Node, span: Span,
-                       kwargs: dict[str, Any], held: Held) -> Any:
+    async def body(self, run: RunState, node: Node, span: Span,
+                   kwargs: dict[str, Any], held: Held) -> Any:
+        """One run of the sub-graph, its spans under ``span``."""
         spec: Any = node.step.container
         sub = spec.graph
         given = {**spec.fixed, **kwargs}
@@ -403,7 +404,7 @@ class SubflowKind(Kind):
             del failures[key]  # a retry starts afresh: only the last attempt's failures
         children: dict[str, Span] = {}
         span.children = children
-        child = run.child(node, sub, values, children, held)
+        child = run.child(node, sub, values, children, held, span.path)
         try:
             await child.execute()
         except BaseException:
@@ -460,7 +461,29 @@ def _deadline_passed(span: Span, spec: Any) -> Any:
     return value
 
 
+class MappedSubflowKind(MapKind):
+    """``subflow(flow, inputs={"x": each(xs)})``: the sub-graph once per item, each
+    item's steps under its own path (``name[3]/step``)."""
+
+    container = True
+
+    async def run(self, run: RunState, node: Node, span: Span, kwargs: dict[str, Any],
+                  fn: Callable[..., Any], held: Held) -> Any:
+        inside = holding(node, held)
+
+        async def one(**item: Any) -> Any:
+            ispan = current_span_var.get()
+            try:
+                return await _SUBFLOW.body(run, node, ispan, item, inside)
+            except Skipped as skipped:  # an item has no output to put in the list
+                raise LookupError(f"subflow item {ispan.path!r} has no output: {skipped}") \
+                    from None
+
+        return await super().run(run, node, span, kwargs, one, held)
+
+
 _FUNCTION, _MAP, _STREAM, _SUBFLOW = FunctionKind(), MapKind(), StreamMapKind(), SubflowKind()
+_MAPPED_SUBFLOW = MappedSubflowKind()
 _ASK = AskKind()
 
 
@@ -469,7 +492,7 @@ def kind_of(node: Node, races: RaceKind) -> Kind:
     if node.kind == "race":
         return races
     if node.kind == "subflow":
-        return _SUBFLOW
+        return _MAPPED_SUBFLOW if node.mapped else _SUBFLOW
     if node.kind == "ask":
         return _ASK
     if node.stream_from is not None:

@@ -28,6 +28,7 @@ from ._graph import graph as make_graph
 from ._inputs import structure_inputs
 from ._step import MISSING, Step
 from ._types import EMPTY
+from ._wiring import Each
 
 AnyStep = Step[Any, Any]
 T = TypeVar("T")
@@ -137,7 +138,7 @@ def subflow(flow: Graph | AnyStep, *, name: str, inputs: Mapping[str, Any] | Non
         tp = Any if spec.type is EMPTY else spec.type
         if input_name in given:
             value = given[input_name]
-            if isinstance(value, Step):
+            if isinstance(value, Each | Step):  # wired in (each(): one run per item)
                 params.append(inspect.Parameter(
                     input_name, inspect.Parameter.KEYWORD_ONLY,
                     annotation=Annotated[tp, value]))

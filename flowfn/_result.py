@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -65,8 +65,8 @@ class Span:
     # are what keeps a 10,000-step run in the CPU cache); ``__dict__`` is only created
     # when a step sets a custom attribute on its span.
     __slots__ = ("__dict__", "_log", "abandoned", "attempt_started", "attempts", "cached",
-                 "cancel", "children", "ended", "error", "input", "name", "output", "path",
-                 "reason", "started", "status", "winner")
+                 "cancel", "children", "ended", "epoch", "error", "input", "name", "output",
+                 "path", "reason", "started", "status", "winner")
 
     def __init__(self, name: str, path: str) -> None:
         self.name = name
@@ -86,6 +86,7 @@ class Span:
         self.winner: str | None = None  # races only
         self.abandoned = False  # a thread left running after a timeout
         self.cached = False  # the output came from the store's cache
+        self.epoch: float | None = None  # wall-clock seconds at run-clock 0 (set at the end)
         self.attempt_started: float | None = None
         self._log: tuple[Attempt, ...] = ()
 
@@ -113,6 +114,22 @@ class Span:
         except LookupError:
             raise RuntimeError("idempotency_key is only known inside a running step") from None
         return f"{view.run_id}/{self.path}"
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When the step started, as a UTC ``datetime`` (wall clock; virtual under a
+        test clock). Known once the run has ended."""
+        return self._wall(self.started)
+
+    @property
+    def ended_at(self) -> datetime | None:
+        """When the step ended, as a UTC ``datetime``. Known once the run has ended."""
+        return self._wall(self.ended)
+
+    def _wall(self, clock: float | None) -> datetime | None:
+        if clock is None or self.epoch is None:
+            return None
+        return datetime.fromtimestamp(self.epoch + clock, UTC)
 
     @property
     def duration(self) -> float | None:
@@ -160,14 +177,24 @@ class RunResult:
         self.error: BaseException | None = None
 
     def span(self, key: Step[Any, Any] | str) -> Span:
-        """The span of a step, by step object, name, or ``branch/step`` path."""
+        """The span of a step, by step object, name, or path (``branch/step``, a map
+        item ``fetch[3]``, a step inside one run of a mapped sub-workflow
+        ``branch[2]/step``)."""
         name = key.name if isinstance(key, Step) else key
         span = self.spans.get(name)
-        if span is None and "/" in name:
-            head, _, rest = name.partition("/")
-            span = self.spans.get(head)
-            for part in rest.split("/") if span else ():
-                span = span.children.get(part) if span else None
+        if span is None:
+            level: Mapping[str, Span] = self.spans
+            for part in name.split("/"):
+                found = level.get(part)
+                if found is None and part.endswith("]") and "[" in part:
+                    owner = level.get(part[:part.rindex("[")])  # an item of a map
+                    found = owner.children.get(part) if owner is not None else None
+                if found is None:
+                    break
+                span, level = found, found.children
+            else:
+                return span  # type: ignore[return-value]
+            span = None
         if span is None:
             raise KeyError(f"no step {name!r} in this run; steps: {', '.join(self.spans)}")
         return span

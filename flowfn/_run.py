@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -253,6 +254,7 @@ def _answer_json(g: Graph, path: str, value: Any) -> str:
 async def execute(runner: Runner, timeout: float | None) -> RunResult:
     """Run a prepared runner to its end; its result, or ``RunFailed``."""
     shared = runner.shared
+    epoch = time.time() - trio.current_time()  # wall-clock seconds at run-clock 0
     try:
         await runner.execute(timeout)
     finally:
@@ -272,6 +274,8 @@ async def execute(runner: Runner, timeout: float | None) -> RunResult:
         failures=dict(shared.failures),
         graph_name=g.name,
     )
+    for span in result.walk():
+        span.epoch = epoch
     order = {s.path: i for i, s in enumerate(result.walk())}  # graph order, not finish order
     result.waiting = sorted(shared.waiting, key=lambda form: order.get(form.path, 0))
     if runner.failure is not None:

@@ -140,13 +140,13 @@ class Runner(RunState):
         return {t.name: value(t) for t in targets}
 
     def child(self, node: Node, graph: Graph, values: dict[str, Any],
-              spans: dict[str, Span], held: Held) -> Runner:
+              spans: dict[str, Span], held: Held, path: str) -> Runner:
         prefix = node.name + "/"
         overrides = {k[len(prefix):]: v for k, v in self.sub_overrides.items()
                      if k.startswith(prefix)}
-        return Runner(graph, values, self.shared, overrides=overrides,
-                      prefix=self.span_list[node.index].path + "/", spans=spans,
-                      parent=self.view, parent_runner=self, parent_node=node, held=held)
+        return Runner(graph, values, self.shared, overrides=overrides, prefix=path + "/",
+                      spans=spans, parent=self.view, parent_runner=self, parent_node=node,
+                      held=held)
 
     # --- one node --------------------------------------------------------------------
 

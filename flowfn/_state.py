@@ -309,8 +309,8 @@ class RunState:
         raise NotImplementedError
 
     def child(self, node: Node, graph: Graph, values: dict[str, Any],
-              spans: dict[str, Span], held: Held) -> RunState:
-        """A run of ``graph`` inside ``node`` (a sub-workflow)."""
+              spans: dict[str, Span], held: Held, path: str) -> RunState:
+        """A run of ``graph`` inside ``node`` (a sub-workflow) whose span is at ``path``."""
         raise NotImplementedError
 
     def release(self, node: Node, result: Any, *, member: bool = False) -> None:
