@@ -4,7 +4,6 @@ from outcome import Error as Error
 from outcome import Outcome as Outcome
 from outcome import Value as Value
 
-from . import _pickling  # noqa: F401  (registers how results pickle)
 from ._errors import GraphError as GraphError
 from ._errors import InputError as InputError
 from ._errors import MapLengthError as MapLengthError

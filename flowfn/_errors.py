@@ -58,7 +58,7 @@ def pickle_reduce(exc: BaseException) -> tuple[Any, ...]:
     keeps the message (``args``) and every attribute instead, so the exception crosses
     process and cluster boundaries (and ``copy.copy``) intact. The attributes are state,
     restored after the exception exists, so ``RunFailed.result.error`` may point back at
-    it. ``RunFailed.result`` pickles as ``_pickling`` says.
+    it. ``RunFailed.result`` pickles as the end of ``_result`` says.
     """
     return (_blank, (type(exc), exc.args), dict(exc.__dict__))
 

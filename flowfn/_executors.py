@@ -197,7 +197,7 @@ _BUILTIN: dict[str, Callable[[], Executor] | tuple[str, str, str]] = {
     "async": AsyncExecutor,
     "inline": InlineExecutor,
     "thread": ThreadExecutor,
-    "process": ("flowfn._process", "ProcessExecutor", "flowfn[process]"),
+    "process": ("flowfn._process", "ProcessExecutor", "pyflowfn[process]"),
     "asyncio": ("flowfn._aioexec", "AsyncioExecutor", "flowfn"),
 }
 

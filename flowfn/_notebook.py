@@ -47,7 +47,7 @@ from ._step import Step
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
-EXTRA = "pip install 'flowfn[notebook]'"
+EXTRA = "pip install 'pyflowfn[notebook]'"
 _MARKER = "flowfn-notebook-error: "
 _INJECTED_TAG = "injected-parameters"
 _NOT_LITERAL: Any = object()
@@ -90,7 +90,7 @@ def _require_extra() -> None:
     except ImportError as exc:
         missing = exc.name or "nbclient"
         raise ImportError(
-            f"notebook() needs the optional extra 'flowfn[notebook]' ({missing} is not "
+            f"notebook() needs the optional extra 'pyflowfn[notebook]' ({missing} is not "
             f"installed). Install it with: {EXTRA}"
         ) from exc
 
@@ -202,7 +202,7 @@ def notebook(path: str | os.PathLike[str], *, name: str,
     with a :class:`NotebookError` naming the cell. The kernel runs in ``cwd`` (default:
     the notebook's folder) with ``kernel_name`` (default: the notebook's own kernel).
     ``options`` are the ``@step`` options (``timeout``, ``retries``, ``after``, ...).
-    Needs the extra: ``pip install 'flowfn[notebook]'``.
+    Needs the extra: ``pip install 'pyflowfn[notebook]'``.
     """
     _require_extra()
     import nbformat

@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing of flowfn runs (``pip install flowfn[otel]``).
+"""OpenTelemetry tracing of flowfn runs (``pip install "pyflowfn[otel]"``).
 
 Nothing to call: once the application configures an OpenTelemetry SDK tracer provider,
 every ``run()`` is a span (``run <graph>``) and every step attempt a child span named after

@@ -270,11 +270,11 @@ def test_exports() -> None:
 def test_an_executor_whose_extra_is_missing_says_what_to_install(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(executors_module._BUILTIN, "process",
-                        ("flowfn_not_installed_here", "ProcessExecutor", "flowfn[process]"))
+                        ("flowfn_not_installed_here", "ProcessExecutor", "pyflowfn[process]"))
     (exc,) = run_calls("process", make_call(add, a=1, b=2))
     assert str(exc) == (
         "executor='process' needs a package that is not installed "
-        "(flowfn_not_installed_here). Install it with: pip install 'flowfn[process]'"
+        "(flowfn_not_installed_here). Install it with: pip install 'pyflowfn[process]'"
     )
 
 

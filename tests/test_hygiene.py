@@ -107,11 +107,13 @@ def test_no_task_left_after_a_run_timeout() -> None:
 
 
 def busy_threads() -> set[threading.Thread]:
-    """Threads doing work: trio's idle cached workers are named 'Trio thread N' (a worker
+    """Threads doing work: idle cached workers (trio's "Trio thread N", flowfn's pool
+    "flowfn idle worker") are not (a trio worker
     is renamed after the function while it runs one)."""
     return {
         t for t in threading.enumerate()
-        if t is not threading.main_thread() and not t.name.startswith("Trio thread")
+        if t is not threading.main_thread()
+        and not t.name.startswith(("Trio thread", "flowfn idle"))
     }
 
 

@@ -310,7 +310,7 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "nbclient", None)  # `import nbclient` now fails
     with pytest.raises(ImportError) as info:
         notebook(TINY, name="report")
-    assert "pip install 'flowfn[notebook]'" in str(info.value)
+    assert "pip install 'pyflowfn[notebook]'" in str(info.value)
     assert "nbclient is not installed" in str(info.value)
 
 
@@ -324,4 +324,4 @@ def test_import_flowfn_does_not_need_the_extra() -> None:
             "    print(exc)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert "pip install 'flowfn[notebook]'" in out
+    assert "pip install 'pyflowfn[notebook]'" in out
