@@ -27,11 +27,11 @@ from ._result import current_span as current_span
 from ._result import step_span as step_span
 from ._run import arun as arun
 from ._run import run as run
+from ._sqlite import SQLiteStore as SQLiteStore
 from ._step import Backoff as Backoff
 from ._step import Step as Step
 from ._step import step as step
 from ._store import MemoryStore as MemoryStore
-from ._store import SQLiteStore as SQLiteStore
 from ._store import StoreError as StoreError
 from ._wiring import each as each
 
