@@ -328,7 +328,8 @@ class MemoryStore:
 
     def list_runs(self, status: str | None = None) -> list[StoredRun]:
         runs = sorted(self._runs.values(), key=lambda r: (r.created_at, r.run_id))
-        return [replace(r, steps={}) for r in runs if status is None or r.status == status]
+        return [replace(r, steps={}, forms=dict(r.forms)) for r in runs
+                if status is None or r.status == status]
 
     def record_form(self, run_id: str, form: Form) -> None:
         _deadline_out(form.deadline)
