@@ -34,11 +34,11 @@ from ._run import arun as arun
 from ._run import resume as resume
 from ._run import run as run
 from ._sending import RemoteError as RemoteError
+from ._sqlite import SQLiteStore as SQLiteStore
 from ._step import Backoff as Backoff
 from ._step import Step as Step
 from ._step import step as step
 from ._store import MemoryStore as MemoryStore
-from ._store import SQLiteStore as SQLiteStore
 from ._store import StoreError as StoreError
 from ._wiring import Input as Input
 from ._wiring import each as each

@@ -25,6 +25,7 @@ import base64
 import collections.abc
 import dataclasses
 import datetime as dt
+import inspect
 import json
 import math
 import types
@@ -246,7 +247,7 @@ _CONTAINERS = (list, set, frozenset, tuple, dict, collections.abc.Sequence,
 def storable(annotation: Any) -> str | None:
     """None when a value of ``annotation`` can be stored as JSON, else the reason."""
     tp = strip_annotated(annotation)
-    if tp is EMPTY:
+    if tp is EMPTY or tp is inspect.Signature.empty:
         return "it has no return annotation"
     if tp is Any or tp is object:
         return f"its return annotation is {type_name(tp)}, which says nothing about the data"

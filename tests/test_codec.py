@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import inspect
 import json
 import math
 import uuid
@@ -162,6 +163,8 @@ def test_a_value_that_does_not_match_its_annotation() -> None:
 @pytest.mark.parametrize(("annotation", "reason"), [
     (int, None), (Order, None), (Box, None), (Point, None), (Summary, None), (dict, None),
     (list[dict[str, Any]], None), (Color | None, None), (Literal["a", "b"], None),
+    (None, None),
+    (inspect.Signature.empty, "it has no return annotation"),
     (Any, "its return annotation is Any, which says nothing about the data"),
     (object, "its return annotation is object, which says nothing about the data"),
     (Client, "Client has no data shape (not a dataclass, attrs class, TypedDict, NamedTuple, "

@@ -112,6 +112,14 @@ def _stored(db: Path) -> set[str]:
     return {path for (path,) in rows}
 
 
+def _has_run(db: Path) -> bool:
+    """The killed process got as far as recording the run."""
+    if not db.exists():
+        return False
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT 1 FROM runs WHERE run_id = 'job'").fetchone() is not None
+
+
 def test_sigkill_at_random_moments_then_resume_in_a_fresh_process(tmp_path: Path) -> None:
     rng = random.Random(20261202)
     kills_mid_run = 0
@@ -130,7 +138,7 @@ def test_sigkill_at_random_moments_then_resume_in_a_fresh_process(tmp_path: Path
             assert set(fd.DEPENDS.get(path, [])) <= stored, (path, stored)
         kills_mid_run += 0 < len(stored) < 15
         log.write_text("")
-        resumed = _child(db, "resume" if db.exists() else "run", log)
+        resumed = _child(db, "resume" if _has_run(db) else "run", log)
         out, err = resumed.communicate(timeout=30)
         assert resumed.returncode == 0, err
         assert json.loads(out.splitlines()[-1]) == fd.EXPECTED

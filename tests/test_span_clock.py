@@ -32,7 +32,7 @@ def test_idempotency_key_outside_a_step_says_so():
     from flowfn import Span
 
     with pytest.raises(RuntimeError, match="only known inside a running step"):
-        Span("x", "x").idempotency_key  # noqa: B018
+        Span("x", "x").idempotency_key
 
 
 def test_a_span_without_times_has_no_wall_clock_times():

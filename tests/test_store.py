@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from flowfn import MemoryStore, SQLiteStore, StoreError
 from flowfn._store import Form, StepRow, Store, store_writer
@@ -156,6 +157,37 @@ def test_rows_added_before_the_block_fails_are_still_committed(store: Store) -> 
         trio.run(main)
     stored = store.load_run("job-1")
     assert stored is not None and len(stored.steps) == 5
+
+
+def test_a_cancelled_block_still_commits_what_was_added(store: Store) -> None:
+    begin(store)
+
+    async def main() -> None:
+        with trio.CancelScope() as scope:  # the run's own deadline, say
+            async with store_writer(store, "job-1") as writer:
+                for row in rows(5):
+                    writer.add(row)
+                scope.cancel()
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+
+    trio.run(main)
+    stored = store.load_run("job-1")
+    assert stored is not None and len(stored.steps) == 5
+
+
+def test_the_writer_under_a_virtual_clock(store: Store) -> None:
+    begin(store)
+
+    async def main() -> None:
+        async with store_writer(store, "job-1") as writer:
+            for row in rows(3):
+                await trio.sleep(10)
+                writer.add(row)
+            await writer.flush()
+            assert writer.committed == 3
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def test_a_bad_step_status_fails_the_block_naming_the_step(store: Store) -> None:

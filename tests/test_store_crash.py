@@ -34,7 +34,8 @@ CHILD = """
 import os
 import sys
 import trio
-from flowfn._store import SQLiteStore, StepRow, store_writer
+from flowfn import SQLiteStore
+from flowfn._store import StepRow, store_writer
 
 
 def work(path, per_flush, size, total, every):
