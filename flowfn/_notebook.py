@@ -216,20 +216,7 @@ def notebook(path: str | os.PathLike[str], *, name: str,
     index = _parameters_cell(nb)
     declared = {} if index is None else _declared(nb.cells[index].source, where)
     given = dict(parameters or {})
-    if index is None:
-        bad = [k for k in given if not k.isidentifier() or keyword.iskeyword(k)]
-        if bad:
-            raise TypeError(f"{where}: parameters= names {', '.join(map(repr, bad))}, "
-                            "which are not Python variable names.")
-    else:
-        unknown = sorted(set(given) - set(declared))
-        if unknown:
-            known = ", ".join(sorted(declared)) or "none"
-            raise TypeError(
-                f"{where}: parameters= names {', '.join(map(repr, unknown))}, which its "
-                f"'parameters' cell does not assign. Its parameters: {known}."
-            )
-
+    _check_given(where, given, declared if index is not None else None)
     params: list[inspect.Parameter] = []
     fixed: dict[str, Any] = {}
     order = list(declared) + [k for k in given if k not in declared]
@@ -271,6 +258,25 @@ def notebook(path: str | os.PathLike[str], *, name: str,
     _with_signature(run_notebook, params, Path)
     options.setdefault("executor", "async")
     return Step(run_notebook, name=name, defined_at=_caller_location(), **options)
+
+
+def _check_given(where: str, given: Mapping[str, Any],
+                 declared: Mapping[str, Any] | None) -> None:
+    """``parameters=`` names only what the notebook's ``parameters`` cell assigns (or,
+    without such a cell, valid variable names)."""
+    if declared is None:
+        bad = [k for k in given if not k.isidentifier() or keyword.iskeyword(k)]
+        if bad:
+            raise TypeError(f"{where}: parameters= names {', '.join(map(repr, bad))}, "
+                            "which are not Python variable names.")
+        return
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        known = ", ".join(sorted(declared)) or "none"
+        raise TypeError(
+            f"{where}: parameters= names {', '.join(map(repr, unknown))}, which its "
+            f"'parameters' cell does not assign. Its parameters: {known}."
+        )
 
 
 def _error(src: Path, out: Path, code: int, stdout: str, stderr: str) -> NotebookError:

@@ -1,0 +1,140 @@
+"""The items of one map run: started as their inputs become known, results in order.
+
+A map (``each()``) runs one task per item in a nursery of its own; a map fed item by
+item by an upstream map (a pipeline) starts each item as it arrives. Every item's result
+goes through the run's settle point with the item's own span (``fetch[3]``); the first
+failed item stops the others unless some consumer takes the items as ``list[Outcome]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from ._attempt import attempts, caller
+from ._graph import Node
+from ._result import Span, current_span_var
+from ._state import CancelReason, Failed, Held, RunState, Skip
+
+checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+SendItem = Callable[[int, dict[str, Any]], None]
+Source = Callable[[SendItem], Awaitable["int | Skip"]]
+
+
+class Items:
+    """The items of one map run: started as they become known, results in input order.
+
+    ``in_order``: the source sends items by index, so the child spans need no sort.
+    """
+
+    def __init__(self, run: RunState, node: Node, span: Span, fn: Callable[..., Any],
+                 held: Held, *, in_order: bool) -> None:
+        self.run_state, self.node, self.span, self.fn, self.held = run, node, span, fn, held
+        self.in_order = in_order
+        self.children: dict[str, Span] = {}
+        self.results: dict[int, Any] = {}
+        self.first_error: tuple[int, BaseException] | None = None
+        self.stopped: CancelReason | None = None  # why the items still running are cancelled
+        self.outlets = [run.streams[(node.index, d.index)] for d in node.streams_to]
+        shared = run.shared
+        self.simple = (node.simple and shared.global_limiter is None and fn is node.step.fn
+                       and not shared.observers)
+        self.inner: trio.Nursery
+
+    def begin(self) -> None:
+        span = self.span
+        if span.started is None:
+            span.status = "running"
+            span.started = self.run_state.now()
+            self.run_state.emit("started", span)
+
+    async def run(self, source: Source) -> Any:
+        run, node, span = self.run_state, self.node, self.span
+        if self.in_order:
+            self.begin()
+        # else: a map fed item by item starts with its first item (or its end)
+        span.children = self.children
+        run.collected_items.pop(node.index, None)  # a retried container runs it afresh
+        count: int | Skip | None = None
+        async with trio.open_nursery() as inner:
+            self.inner = inner
+            count = await source(self.start)  # a failed item cancels this (count stays None)
+            if isinstance(count, Skip):
+                self.stopped = CancelReason("skip", detail=count.reason)
+                inner.cancel_scope.cancel()
+            else:
+                self.begin()
+                for out in self.outlets:
+                    out.send_nowait(("count", count))
+        for out in self.outlets:
+            out.close()
+        return self.result(count)
+
+    def start(self, i: int, kw: dict[str, Any]) -> None:
+        if not self.in_order:
+            self.begin()
+        name, path = self.span.name, self.span.path
+        label = f"{name}[{i}]"
+        ispan = Span(label, label if path is name else f"{path}[{i}]")
+        self.children[label] = ispan
+        self.inner.start_soon(self.item, i, kw, ispan, name=ispan.path)
+
+    async def item(self, i: int, kw: dict[str, Any], ispan: Span) -> None:
+        run, node, fn = self.run_state, self.node, self.fn
+        current_span_var.set(ispan)
+        ispan.input = kw
+        try:
+            await checkpoint_if_cancelled()  # the map was stopped: don't start
+            if run.settled and ispan.path in run.settled:
+                res = run.settled[ispan.path]  # a resumed run: this item settled before
+            elif self.simple:  # attempt.single, written out: one coroutine less per item
+                run.start(ispan)
+                try:
+                    res = await fn(**kw)
+                except Exception as exc:
+                    res = Failed(exc)
+            else:
+                res = await attempts(run, node, ispan, caller(run, node, ispan, fn, kw),
+                                     self.held)
+        except BaseException:
+            if self.stopped is not None and ispan.reason is None:
+                ispan.cancel = self.stopped
+                ispan.reason = (str(self.stopped) if ispan.started is not None
+                                else f"never started: {self.stopped}")
+            run.cancelled(ispan, run.why_cancelled(node))
+            raise
+        run.settle(ispan, res)
+        self.results[i] = res
+        if type(res) is not Failed:
+            for out in self.outlets:
+                out.send_nowait(("item", i, res))
+        elif self.first_error is None:
+            self.first_error = (i, res.error)
+            if not node.collect_items:
+                self.stopped = CancelReason("item", detail=str(i))
+                self.inner.cancel_scope.cancel()
+
+    def result(self, count: int | Skip | None) -> Any:
+        run, node, span = self.run_state, self.node, self.span
+        if not self.in_order:
+            span.children = dict(sorted(self.children.items(),
+                                        key=lambda kv: _item_index(kv[0])))
+        span.ended = run.now()
+        if self.first_error is not None:
+            i, exc = self.first_error
+            if node.collect_items and isinstance(count, int):
+                run.collected_items[node.index] = [self.results[k] for k in range(count)]
+            span.reason = f"item [{i}] failed"
+            span.attempts = self.children[f"{span.name}[{i}]"].attempts
+            return Failed(exc, f"in item [{i}]")
+        if isinstance(count, Skip):
+            return count
+        assert count is not None
+        span.attempts = 1
+        return [self.results[k] for k in range(count)]
+
+
+def _item_index(name: str) -> int:
+    return int(name.rpartition("[")[2].rstrip("]"))
