@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._errors import exc_line
+from ._inputs import converter
 
 if TYPE_CHECKING:
     from ._result import RunResult, Span
@@ -67,7 +68,6 @@ def jsonable(value: Any, _path: frozenset[int] = frozenset()) -> Any:
             return jsonable(value.item(), _path)
         except Exception:
             return _marked(value)
-    from ._inputs import converter
 
     try:
         plain = converter.unstructure(value)

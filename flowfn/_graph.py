@@ -33,6 +33,7 @@ from ._collect import (
 from ._errors import GraphError, Problem, location
 from ._inputs import InputSpec, input_schema
 from ._nodes import AnyStep, Binding, Node
+from ._render import graph_dot, graph_mermaid
 from ._resolve import Resolver
 from ._step import Step
 from ._wiring import Mode, clear_annotation_cache
@@ -91,13 +92,9 @@ class Graph:
         return dict[str, Any]
 
     def to_mermaid(self) -> str:
-        from ._render import graph_mermaid
-
         return graph_mermaid(self)
 
     def to_dot(self) -> str:
-        from ._render import graph_dot
-
         return graph_dot(self)
 
     def __repr__(self) -> str:

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ._errors import exc_line
+from ._render import chrome_trace, gantt, result_json, run_report
 from ._step import MISSING, Step
 
 SpanStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled",
@@ -225,23 +226,15 @@ class RunResult:
     def report(self) -> str:
         """A per-step table: status, duration, attempts and why. A map gets a summary line
         (items per status, median and longest item); a large one lists only failed items."""
-        from ._render import run_report
-
         return run_report(self)
 
     def to_json(self) -> str:
-        from ._render import result_json
-
         return result_json(self)
 
     def to_mermaid_gantt(self) -> str:
-        from ._render import gantt
-
         return gantt(self)
 
     def to_chrome_trace(self) -> str:
-        from ._render import chrome_trace
-
         return chrome_trace(self)
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, ForwardRef, Literal, get_args, get_origin, ge
 
 import outcome
 
+from ._errors import location, type_name, with_article
 from ._options import code_owner
 from ._step import MISSING, Step
 from ._types import EMPTY, optional_inner, strip_annotated
@@ -224,7 +225,6 @@ def return_annotation(fn: Callable[..., Any]) -> Any:
 
 
 def _called_step_problem(name: str, meta: Any, annotation: Any) -> tuple[str, ...]:
-    from ._errors import with_article
 
     kind = "a coroutine object" if inspect.iscoroutine(meta) else with_article(type(meta).__name__)
     if inspect.iscoroutine(meta):
@@ -243,7 +243,6 @@ def _called_step_problem(name: str, meta: Any, annotation: Any) -> tuple[str, ..
 
 
 def _type_text(tp: Any) -> str:
-    from ._errors import type_name
 
     return type_name(tp)
 
@@ -343,7 +342,6 @@ def _bare_step_problem(name: str, upstream: Step[Any, Any]) -> tuple[str, ...]:
 
 def _each_problem(name: str, upstream: Any, annotation: Any) -> tuple[str, ...]:
     """``each(x)`` where ``x`` is neither a step nor a step's name."""
-    from ._errors import type_name, with_article
 
     if inspect.isfunction(upstream):
         return (
@@ -396,7 +394,6 @@ def _optional_outcome_problem(name: str, ann: Any) -> tuple[str, ...] | None:
 
 
 def _short_loc(fn: Callable[..., Any]) -> str:
-    from ._errors import location
 
     return location(fn)
 
