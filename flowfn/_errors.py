@@ -15,10 +15,7 @@ import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ._result import RunResult
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -114,10 +111,10 @@ class RunFailed(Exception):
     __module__ = "flowfn"  # tracebacks show flowfn.RunFailed (DESIGN §8)
     __reduce__ = pickle_reduce
 
-    def __init__(self, message: str, result: RunResult, *, step: str | None = None,
+    def __init__(self, message: str, result: Any, *, step: str | None = None,
                  attempt: int = 0, attempts: int = 0):
         super().__init__(message)
-        self.result = result
+        self.result = result  # the run's RunResult (typed loosely: _result sits above)
         self.step = step
         self.attempt = attempt
         self.attempts = attempts

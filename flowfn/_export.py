@@ -14,13 +14,30 @@ import heapq
 import json
 import math
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._errors import exc_line
 from ._inputs import converter
+from ._span import Span
 
-if TYPE_CHECKING:
-    from ._result import RunResult, Span
+
+class Finished(Protocol):
+    """What the exports read of a run's result (``_result.RunResult``, which sits above
+    this module and calls it)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def graph_name(self) -> str: ...
+    @property
+    def output(self) -> Any: ...
+    @property
+    def failures(self) -> Mapping[str, BaseException]: ...
+    @property
+    def spans(self) -> Mapping[str, Span]: ...
+    def walk(self) -> Iterator[Span]: ...
 
 REPR = "$repr"  # the key of a value exported as its repr: {"$repr": "nan"}
 
@@ -103,7 +120,7 @@ def _span_dict(s: Span) -> dict[str, Any]:
     }
 
 
-def result_json(result: RunResult) -> str:
+def result_json(result: Finished) -> str:
     return json.dumps({
         "run_id": result.run_id,
         "graph": result.graph_name,
@@ -226,7 +243,7 @@ class _Trace:
             heapq.heappush(free, (s.ended, tid))
 
 
-def chrome_trace(result: RunResult) -> str:
+def chrome_trace(result: Finished) -> str:
     """Trace Event Format (complete events): a row per step, rows of items under maps."""
     trace = _Trace()
     trace.events.append({"name": "process_name", "ph": "M", "pid": 1,
@@ -279,7 +296,7 @@ def _report_spans(spans: Mapping[str, Span]) -> Iterator[Span | tuple[str, str]]
                                       f"result.span({span.path!r}).children")
 
 
-def run_report(result: RunResult) -> str:
+def run_report(result: Finished) -> str:
     """A per-step table: status, duration, attempts and why; maps summarised."""
     rows = [("step", "status", "time", "tries", "detail")]
     for entry in _report_spans(result.spans):

@@ -13,13 +13,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from ._export import chrome_trace, result_json, run_report
+from ._export import Finished, chrome_trace, result_json, run_report
+from ._nodes import Node
 
-if TYPE_CHECKING:
-    from ._graph import Graph, Node
-    from ._result import RunResult
+
+class Graph(Protocol):
+    """What the pictures read of a graph (``_graph.Graph``, which sits above this
+    module and calls it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def nodes(self) -> list[Node]: ...
 
 __all__ = ["chrome_trace", "gantt", "graph_dot", "graph_mermaid", "result_json", "run_report"]
 
@@ -221,7 +228,7 @@ def _local_time(ms: int) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}"
 
 
-def gantt(result: RunResult) -> str:
+def gantt(result: Finished) -> str:
     """A Mermaid Gantt chart of the run, times in milliseconds from the first start.
 
     Mermaid draws the axis in the viewer's time zone. Times as epoch milliseconds

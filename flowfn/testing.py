@@ -69,8 +69,9 @@ def flow_run(flow_clock: trio.testing.MockClock) -> FlowRun:
             result = trio.run(main, clock=flow_clock)
         except RunFailed as exc:
             if expect_failure:
-                exc.result.error = exc
-                return exc.result
+                failed: RunResult = exc.result
+                failed.error = exc
+                return failed
             # Chain to the step's own exception: its traceback is the one worth reading.
             raise FlowFailed(f"{exc}\n\n{exc.result.report()}", exc) from (exc.__cause__ or exc)
         if expect_failure:
