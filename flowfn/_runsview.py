@@ -53,7 +53,8 @@ def form_label(form: Form) -> str:
 
 
 def sketch(schema: Any) -> str:
-    """A JSON Schema in one line: ``{"approved": boolean, "note"?: string}``."""
+    """A JSON Schema in one line: ``{"approved": boolean, "note"?: string}`` (the
+    required fields first, in their order: a stored schema's properties are sorted)."""
     if not isinstance(schema, dict):
         return "any"
     if "$ref" in schema:
@@ -65,9 +66,11 @@ def sketch(schema: Any) -> str:
             return " | ".join(sketch(s) for s in schema[key])
     kind = schema.get("type")
     if kind == "object" and "properties" in schema:
-        required = set(schema.get("required", ()))
-        fields = [f"{json.dumps(name)}{'' if name in required else '?'}: {sketch(sub)}"
-                  for name, sub in schema["properties"].items()]
+        properties = schema["properties"]
+        required = [n for n in schema.get("required", ()) if n in properties]
+        optional = [n for n in properties if n not in required]
+        fields = [f"{json.dumps(n)}: {sketch(properties[n])}" for n in required]
+        fields += [f"{json.dumps(n)}?: {sketch(properties[n])}" for n in optional]
         return "{" + ", ".join(fields) + "}"
     if kind == "array":
         return f"[{sketch(schema.get('items'))}]"

@@ -19,9 +19,11 @@ from typing import Any
 
 import click
 
+from ._durable import slots
 from ._errors import GraphError, InputError, did_you_mean, exc_line, relpath
 from ._graph import Graph, graph
 from ._step import Step
+from ._store import StoredRun
 
 USAGE = 2  # exit status when the command line is at fault (click's own convention)
 FAILED = 1
@@ -77,6 +79,40 @@ def resolve_target(target: str) -> tuple[Graph, str]:
 
 def _is_file(where: str) -> bool:
     return where.endswith(".py") or "/" in where or os.sep in where
+
+
+def flow_of(stored: StoredRun, target: str | None, name: str) -> Graph:
+    """The flow a stored run belongs to: ``--flow`` if given, else the one the store
+    remembers; it must be a graph of the same name."""
+    ref = target if target is not None else stored.flow_ref
+    rid = stored.run_id
+    if ref is None:
+        raise CliError(f"run {rid!r} does not say which flow it belongs to (it was started "
+                       "from code that cannot be imported again). Name the flow: "
+                       f"flowfn resume {rid} --store {name} --flow FILE.py:NAME.", USAGE)
+    try:
+        flow = load_target(ref)
+    except CliError as exc:
+        if target is not None:
+            raise
+        detail = exc.message.replace("\n", "\n  ")
+        raise CliError(f"run {rid!r} belongs to {ref!r}, which cannot be loaded:\n  {detail}\n"
+                       "If the flow moved, name it with --flow FILE.py:NAME.",
+                       exc.exit_code) from exc.__cause__
+    if flow.name != stored.graph_name:
+        raise CliError(f"run {rid!r} is a run of graph {stored.graph_name!r}, but {ref!r} is "
+                       f"graph {flow.name!r}.", USAGE)
+    return flow
+
+
+def check_rerun(flow: Graph, rerun: tuple[str, ...]) -> None:
+    known = slots(flow)
+    for name in rerun:
+        if name != "changed" and name not in known:
+            guess = did_you_mean(name, known)
+            hint = f" Did you mean {guess!r}?" if guess else ""
+            raise CliError(f"--rerun {name!r}: graph {flow.name!r} has no step of that name."
+                           f"{hint} Steps: {', '.join(sorted(known))}.", USAGE)
 
 
 def _kind(value: Any) -> str:

@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.logging import RichHandler
 
-from ._durable import slots
+from ._durable import inputs_json
 from ._errors import GraphError, InputError, RunFailed, did_you_mean
 from ._graph import Graph
 from ._inputs import converter, structure_inputs
@@ -46,10 +46,10 @@ from ._progress import PlainLog, Progress, count_steps, headline, short_name, su
 from ._render import _edges
 from ._result import RunResult
 from ._run import aresume, arun, check_answers
-from ._runsview import run_text, runs_table, waiting_text
-from ._store import RUN_STATUSES, SQLiteStore, StoredRun, StoreError
+from ._runsview import run_text, runs_table, sketch, waiting_text
+from ._store import RUN_STATUSES, SQLiteStore, StoredRun, StoreError, inputs_hash
 from ._store import Form as StoredForm
-from ._target import FAILED, USAGE, CliError, load_target, resolve_target
+from ._target import FAILED, USAGE, CliError, check_rerun, flow_of, load_target, resolve_target
 
 # --- inputs --------------------------------------------------------------------------
 
@@ -104,10 +104,26 @@ def execute(flow: Graph, inputs: dict[str, Any], *, console: Console, out: TextI
             trace: str | None = None, store: SQLiteStore | None = None,
             store_name: str | None = None) -> None:
     """Run ``flow`` with progress on ``console``; the table after, the output to ``out``."""
-    structure_inputs(flow.name, flow.inputs, inputs)  # bad inputs: before any display
+    values = structure_inputs(flow.name, flow.inputs, inputs)  # before any display
+    if store is not None and run_id is not None:
+        _check_reuse(flow, values, store, run_id, store_name or store.path)
     begin = functools.partial(arun, flow, inputs, max_concurrency=max_concurrency,
                               run_id=run_id, store=store)
     show_run(flow, begin, console=console, out=out, trace=trace, store_name=store_name)
+
+
+def _check_reuse(flow: Graph, values: dict[str, Any], store: SQLiteStore, run_id: str,
+                 name: str) -> None:
+    """The id of a stored run with other inputs: said before the display starts."""
+    existing = store.load_run(run_id)
+    if existing is None:
+        return
+    given = inputs_json(flow.inputs, values, f"run({flow.name})")
+    if existing.inputs_hash != inputs_hash(given):
+        raise CliError(f"run {run_id!r} is in store {name!r} already, with other inputs: "
+                       f"{existing.inputs_json}.\n  A run id names one run: give a new "
+                       f"--run-id, or continue this one: flowfn resume {run_id} --store {name}.",
+                       USAGE)
 
 
 def show_run(flow: Graph, begin: Callable[..., Awaitable[RunResult]], *, console: Console,
@@ -255,30 +271,6 @@ def find_run(db: SQLiteStore, name: str, run_id: str) -> StoredRun:
                    f"(all: flowfn runs --store {name}).", USAGE)
 
 
-def flow_of(stored: StoredRun, target: str | None, name: str) -> Graph:
-    """The flow a stored run belongs to: ``--flow`` if given, else the one the store
-    remembers; it must be a graph of the same name."""
-    ref = target if target is not None else stored.flow_ref
-    rid = stored.run_id
-    if ref is None:
-        raise CliError(f"run {rid!r} does not say which flow it belongs to (it was started "
-                       "from code that cannot be imported again). Name the flow: "
-                       f"flowfn resume {rid} --store {name} --flow FILE.py:NAME.", USAGE)
-    try:
-        flow = load_target(ref)
-    except CliError as exc:
-        if target is not None:
-            raise
-        detail = exc.message.replace("\n", "\n  ")
-        raise CliError(f"run {rid!r} belongs to {ref!r}, which cannot be loaded:\n  {detail}\n"
-                       "If the flow moved, name it with --flow FILE.py:NAME.",
-                       exc.exit_code) from exc.__cause__
-    if flow.name != stored.graph_name:
-        raise CliError(f"run {rid!r} is a run of graph {stored.graph_name!r}, but {ref!r} is "
-                       f"graph {flow.name!r}.", USAGE)
-    return flow
-
-
 def parse_answers(pairs: tuple[str, ...]) -> dict[str, Any]:
     """``--answer name=@file.json`` (the file's JSON) or ``--answer name=VALUE`` (text,
     or JSON when it is an object or a list), by name."""
@@ -310,14 +302,15 @@ def _read_answer(key: str, name: str) -> Any:
                        f"{exc.lineno}.", USAGE) from exc
 
 
-def _check_rerun(flow: Graph, rerun: tuple[str, ...]) -> None:
-    known = slots(flow)
-    for name in rerun:
-        if name != "changed" and name not in known:
-            guess = did_you_mean(name, known)
-            hint = f" Did you mean {guess!r}?" if guess else ""
-            raise CliError(f"--rerun {name!r}: graph {flow.name!r} has no step of that name."
-                           f"{hint} Steps: {', '.join(sorted(known))}.", USAGE)
+def _check_objects(stored: StoredRun, answers: dict[str, Any]) -> None:
+    """Plain text given to a form that takes an object: show the object's shape."""
+    for key, value in answers.items():
+        for form in stored.forms.values():
+            if (key in (form.name, form.name.rpartition("/")[2]) and isinstance(value, str)
+                    and form.schema.get("type") == "object"):
+                raise CliError(f"--answer {key}={value}: form {form.name!r} takes a JSON "
+                               f"object: {sketch(form.schema)}.\n  Write {key}=@answer.json "
+                               f"or {key}='{{...}}'.", USAGE)
 
 
 def _answered_already(stored: StoredRun, answers: dict[str, Any]) -> list[str]:
@@ -475,8 +468,9 @@ def resume_command(run_id: str, store: str | None, answer_pairs: tuple[str, ...]
         with contextlib.closing(open_store(name, must_exist=True)) as db:
             stored = find_run(db, name, run_id)
             flow = flow_of(stored, target, name)
+            _check_objects(stored, answers)
             check_answers(flow, answers, f"flowfn resume {run_id}")  # nothing shown yet
-            _check_rerun(flow, rerun)
+            check_rerun(flow, rerun)
             for note in _answered_already(stored, answers):
                 console.print(note, markup=False, highlight=False, soft_wrap=True)
             begin = functools.partial(
