@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -222,6 +223,38 @@ def test_a_waiting_run_without_a_store_says_how_to_keep_it(in_tmp: Path) -> None
         '    answer: {"approved": boolean, "reviewer": string, "note"?: string}\n'
         "Nothing keeps this run: run it with --store FILE.db to answer its forms later "
         "with flowfn resume.\n")
+
+
+def test_a_failed_run_is_resumed_once_its_cause_is_fixed(in_tmp: Path) -> None:
+    (in_tmp / "flaky.py").write_text(textwrap.dedent("""
+        from pathlib import Path
+        from flowfn import graph, step
+
+        @step
+        def first() -> int:
+            return 1
+
+        @step
+        def second(first: int) -> int:
+            if not Path("ready").exists():
+                raise RuntimeError("not ready")
+            return first + 1
+
+        flow = graph(second)
+    """))
+    failed = invoke("run", "flaky.py:flow", "--store", "runs.db", "--run-id", "f")
+    assert failed.exit_code == 1
+    assert "step 'second' failed on attempt 1: RuntimeError: not ready" in failed.stderr
+    shown = invoke("runs", "--store", "runs.db", "f").stdout
+    assert re.search(r"first +succeeded +1 +1\nsecond +failed +1 +RuntimeError: not ready\n",
+                     shown), shown
+    (in_tmp / "ready").touch()
+    done = invoke("resume", "f", "--store", "runs.db")
+    assert done.exit_code == 0, done.stderr
+    assert done.stdout == "2\n"
+    assert re.search(r"\n  done +first +\(from the store\)\n", done.stderr)  # not run again
+    assert re.search(r"\nfirst +succeeded +from the store\n", done.stderr)
+    assert re.search(r"\n  done +second +[0-9.]+ms\n", done.stderr)
 
 
 # --- mistakes ----------------------------------------------------------------------------
