@@ -17,6 +17,7 @@ from typing import Any
 from ._store import Form, StepRow, StoredRun
 
 OUTPUT_WIDTH = 60  # characters of a step's output shown in a run's table
+MAX_ROWS = 40  # steps listed for one run; the others are counted
 
 
 def age(seconds: float) -> str:
@@ -171,7 +172,20 @@ def step_rows(steps: Iterable[StepRow]) -> list[tuple[str, str, str, str]]:
         rows.append((row.path, row.status, str(row.attempts), detail))
     for base, mapped in items.items():  # a map whose own row is not stored yet
         rows.append((base, "unfinished", "", f"{_items(mapped)} stored"))
-    return rows
+    return _capped(rows)
+
+
+def _capped(rows: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
+    """At most MAX_ROWS steps: every one that did not succeed, then the first others;
+    a last row says how many were left out."""
+    if len(rows) <= MAX_ROWS + 1:
+        return rows
+    head, body = rows[0], rows[1:]
+    notable = [r for r in body if r[1] != "succeeded"][:MAX_ROWS]
+    room = MAX_ROWS - len(notable)
+    keep = set(map(id, notable)) | set(map(id, [r for r in body if r[1] == "succeeded"][:room]))
+    kept = [r for r in body if id(r) in keep]
+    return [head, *kept, (f"... {len(body) - len(kept):,} more steps", "", "", "")]
 
 
 def _items(rows: list[StepRow]) -> str:

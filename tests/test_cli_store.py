@@ -257,6 +257,29 @@ def test_a_failed_run_is_resumed_once_its_cause_is_fixed(in_tmp: Path) -> None:
     assert re.search(r"\n  done +second +[0-9.]+ms\n", done.stderr)
 
 
+def test_a_large_run_lists_its_notable_steps(in_tmp: Path) -> None:
+    (in_tmp / "wide.py").write_text(textwrap.dedent("""
+        import time
+        from flowfn import Step, graph
+
+        def ok() -> int:
+            return 1
+
+        def bad() -> int:
+            time.sleep(0.1)  # the others settle first
+            raise ValueError("no")
+
+        steps = [Step(ok, name=f"s{i:02}") for i in range(60)] + [Step(bad, name="bad")]
+        flow = graph(*steps)
+    """))
+    assert invoke("run", "wide.py:flow", "--store", "runs.db", "--run-id", "w").exit_code == 1
+    lines = invoke("runs", "--store", "runs.db", "w").stdout.splitlines()
+    table = lines[lines.index("") + 1:]
+    assert len(table) == 1 + 40 + 1
+    assert any(re.match(r"bad +failed +1 +ValueError: no", line) for line in table)
+    assert re.fullmatch(r"\.\.\. \d+ more steps", table[-1].strip()), table[-1]
+
+
 # --- mistakes ----------------------------------------------------------------------------
 
 
