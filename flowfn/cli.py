@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.logging import RichHandler
 
+from . import SQLiteStore  # the public name: which module defines it is not our concern
 from ._durable import inputs_json
 from ._errors import GraphError, InputError, RunFailed, did_you_mean
 from ._graph import Graph
@@ -47,7 +48,7 @@ from ._render import _edges
 from ._result import RunResult
 from ._run import aresume, arun, check_answers
 from ._runsview import run_text, runs_table, sketch, waiting_text
-from ._store import RUN_STATUSES, SQLiteStore, StoredRun, StoreError, inputs_hash
+from ._store import RUN_STATUSES, StoredRun, StoreError, inputs_hash
 from ._store import Form as StoredForm
 from ._target import FAILED, USAGE, CliError, check_rerun, flow_of, load_target, resolve_target
 
