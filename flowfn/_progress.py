@@ -34,6 +34,7 @@ MAX_ROWS = 40  # beyond this, the final table keeps the notable steps and sums u
 SLOWEST = 10  # succeeded steps kept in a collapsed table: the slowest ones
 SHOW_RUNNING = 6  # names of running steps listed in the live display
 SHOW_MAPS = 8  # maps drawn as progress bars (the latest ones)
+STORED = "from the store"  # a resumed run's step that succeeded before
 
 
 def count_steps(flow: Graph) -> int:
@@ -249,8 +250,15 @@ def _detail(span: Span, *, retrying: bool = False) -> str:
     if retrying:
         return ""
     if span.status == "succeeded":
-        return _duration(span.duration) + (f"  ({span.reason})" if span.reason else "")
+        reason = _succeeded(span)
+        return _duration(span.duration) + (f"  ({reason})" if reason else "")
     return span.reason or ""
+
+
+def _succeeded(span: Span) -> str:
+    """What a succeeded step's row says: its reason, or that it never ran here (a
+    resumed run read its output from the store)."""
+    return span.reason or (STORED if span.started is None else "")
 
 
 def _duration(seconds: float | None) -> str:
@@ -337,7 +345,7 @@ def summary_table(result: RunResult) -> Text:
     cells = [("step", "status", "time", "tries", "detail")]
     for span in rows:
         children = span.children
-        detail = (span.reason or "") if span.status == "succeeded" else _detail(span)
+        detail = _succeeded(span) if span.status == "succeeded" else _detail(span)
         if children and _is_map(children):
             detail = map_summary(children) + (f" · {detail}" if detail else "")
         cells.append((span.path, span.status, _duration(span.duration),

@@ -2,11 +2,18 @@
 
     flowfn run flows.py:order_flow -i order_id=ORD-1 --trace trace.json
     flowfn show flows.py:order_flow --format mermaid
+    flowfn run review.py:flow --store runs.db --run-id contract-42
+    flowfn runs --store runs.db --status waiting
+    flowfn resume contract-42 --store runs.db --answer legal=@legal.json
 
 ``run`` passes ``-i`` values to :func:`flowfn.run` as text, so the flow's own annotations
 convert them (``"42"`` becomes an ``int`` where a step asks for one); a value written as
-a JSON object or list is parsed first. Progress and the per-step table go to stderr and
-the output alone to stdout (as JSON when it can be), so ``flowfn run ... | jq`` works.
+a JSON object or list is parsed first; ``--answer`` values likewise. Progress and the
+per-step table go to stderr and the output alone to stdout (as JSON when it can be), so
+``flowfn run ... | jq`` works.
+
+With ``--store``, the store keeps the target's absolute path (``/abs/review.py:flow``)
+as the run's flow, so ``flowfn resume`` imports the same flow again from any directory.
 
 Every mistake ends in one message and a non-zero exit status (2 when the command line
 is at fault); ``--debug`` adds the traceback and flowfn's DEBUG log records.
@@ -16,17 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
-import importlib.util
 import json
 import logging
-import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any, NoReturn, TextIO, cast
 
 import click
@@ -35,149 +38,19 @@ from rich.console import Console
 from rich.live import Live
 from rich.logging import RichHandler
 
-from ._errors import GraphError, InputError, RunFailed, did_you_mean, exc_line, relpath
-from ._graph import Graph, graph
+from . import SQLiteStore  # the public name: which module defines it is not our concern
+from ._durable import inputs_json
+from ._errors import GraphError, InputError, RunFailed, did_you_mean
+from ._graph import Graph
 from ._inputs import converter, structure_inputs
 from ._progress import PlainLog, Progress, count_steps, headline, short_name, summary_table
 from ._render import _edges
 from ._result import RunResult
-from ._run import arun
-from ._step import Step
-
-USAGE = 2  # exit status when the command line is at fault (click's own convention)
-FAILED = 1
-
-
-class CliError(click.ClickException):
-    """One message for the user (no ``Error:`` prefix) and an exit status."""
-
-    def __init__(self, message: str, code: int = FAILED) -> None:
-        super().__init__(message)
-        setattr(self, "exit_code", code)  # click exits with it (a class variable there)
-
-    def show(self, file: Any = None) -> None:
-        click.echo(self.message, err=True)
-
-
-# --- finding the flow ----------------------------------------------------------------
-
-
-def load_target(target: str) -> Graph:
-    """The graph that ``FILE_OR_MODULE:NAME`` names (a step gives ``graph(step)``)."""
-    where, sep, attr = target.rpartition(":")
-    if not sep or not where:
-        where, attr = target, ""
-    module = _import(where)
-    if not attr:
-        found = [v for v in vars(module).values() if isinstance(v, Graph)]
-        if len(found) != 1:
-            raise CliError(f"{where!r} needs the name of the flow to run: {where}:NAME.\n"
-                           f"  {_contents(module)}", USAGE)
-        return found[0]
-    if not hasattr(module, attr):
-        names = [n for n, v in vars(module).items() if isinstance(v, Graph | Step)]
-        guess = did_you_mean(attr, names)
-        hint = f" Did you mean {guess!r}?" if guess else ""
-        raise CliError(f"{where!r} has no attribute {attr!r}.{hint}\n  {_contents(module)}",
-                       USAGE)
-    value = getattr(module, attr)
-    if isinstance(value, Graph):
-        return value
-    if isinstance(value, Step):
-        return graph(value)
-    raise CliError(f"{target!r} is {_kind(value)}, not a graph or a step.\n"
-                   f"  {_contents(module)}", USAGE)
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, ModuleType):
-        return "a module"
-    return f"a {type(value).__name__}" if not callable(value) else "a plain function"
-
-
-def _contents(module: ModuleType) -> str:
-    """What a module offers to run: its graphs and steps."""
-    graphs = sorted(n for n, v in vars(module).items() if isinstance(v, Graph))
-    steps = sorted(n for n, v in vars(module).items() if isinstance(v, Step))
-    if not graphs and not steps:
-        return "It defines no graph and no step (build one with graph(...))."
-    parts = [f"graphs: {', '.join(graphs)}" if graphs else "",
-             f"steps: {', '.join(steps)}" if steps else ""]
-    return "It defines " + "; ".join(filter(None, parts)) + "."
-
-
-def _import(where: str) -> ModuleType:
-    if where.endswith(".py") or "/" in where or os.sep in where:
-        path = Path(where)
-        if not path.is_file():
-            what = "is a directory, not a Python file" if path.is_dir() else "does not exist"
-            raise CliError(f"file {where!r} {what}.", USAGE)
-        return _import_file(path, where)
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # as ``python -m`` would: modules of the cwd
-    try:
-        found = importlib.util.find_spec(where)
-    except (ImportError, ValueError):
-        found = None
-    if found is None:
-        hint = f" Did you mean '{where}.py'?" if Path(where + ".py").is_file() else ""
-        raise CliError(f"no file or module named {where!r}.{hint} Give a path "
-                       "(flows.py:flow) or an importable module (package.flows:flow).", USAGE)
-    try:
-        return importlib.import_module(where)
-    except Exception as exc:
-        raise _import_failure(where, exc) from exc
-
-
-def _import_file(path: Path, where: str) -> ModuleType:
-    """Import a file as a module named after it (its folder first on ``sys.path``, so
-    its sibling modules import as they would under ``python file.py``)."""
-    folder = str(path.parent.resolve())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    name = path.stem if path.stem.isidentifier() and path.stem not in sys.modules else (
-        f"flowfn_target_{abs(hash(str(path.resolve())))}")
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
-        raise CliError(f"file {where!r} cannot be imported as Python.", USAGE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickling look their module up here
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[name]
-        raise _import_failure(where, exc) from exc
-    return module
-
-
-def _import_failure(where: str, exc: BaseException) -> CliError:
-    """The user's module raised while importing: its own line, not flowfn's traceback."""
-    if isinstance(exc, GraphError | InputError):
-        return CliError(f"could not import {where!r}: {exc_line(exc)}")
-    filename, line, text = _error_line(exc)
-    lines = [f"could not import {where!r}: {exc_line(exc)}"]
-    if filename:
-        lines.append(f"  {relpath(filename)}:{line}")
-        if text:
-            lines.append(f"    {text.strip()}")
-    lines.append("Run with --debug for the full traceback.")
-    return CliError("\n".join(lines))
-
-
-def _error_line(exc: BaseException) -> tuple[str, int, str]:
-    """Where the user's code failed: a syntax error's own position, else the innermost
-    frame outside Python's import machinery and installed packages."""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        return exc.filename, exc.lineno or 0, exc.text or ""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith("<") and "site-packages" not in f.filename
-              and Path(f.filename).parent != Path(__file__).parent
-              and "importlib" not in f.filename]
-    if not frames:
-        return "", 0, ""
-    last = frames[-1]
-    return last.filename, last.lineno or 0, last.line or ""
-
+from ._run import aresume, arun, check_answers
+from ._runsview import run_text, runs_table, sketch, waiting_text
+from ._store import RUN_STATUSES, StoredRun, StoreError, inputs_hash
+from ._store import Form as StoredForm
+from ._target import FAILED, USAGE, CliError, check_rerun, flow_of, load_target, resolve_target
 
 # --- inputs --------------------------------------------------------------------------
 
@@ -192,18 +65,18 @@ def parse_inputs(pairs: tuple[str, ...], inputs_file: str | None) -> dict[str, A
         if not sep or not key.strip():
             raise CliError(f"-i {pair!r}: write an input as key=value (e.g. -i order_id=42).",
                            USAGE)
-        values[key.strip()] = _value(key.strip(), value)
+        values[key.strip()] = _value(key.strip(), value, "-i")
     return values
 
 
-def _value(key: str, text: str) -> Any:
+def _value(key: str, text: str, option: str) -> Any:
     """Text as it is (the flow's types convert it), unless it is a JSON object or list."""
     if not text.lstrip().startswith(("{", "[")):
         return text
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CliError(f"-i {key}=...: the value looks like JSON but does not parse: "
+        raise CliError(f"{option} {key}=...: the value looks like JSON but does not parse: "
                        f"{exc.msg} at character {exc.pos}.", USAGE) from exc
 
 
@@ -229,25 +102,50 @@ def _read_inputs_file(name: str) -> dict[str, Any]:
 
 def execute(flow: Graph, inputs: dict[str, Any], *, console: Console, out: TextIO,
             max_concurrency: int | None = None, run_id: str | None = None,
-            trace: str | None = None) -> None:
+            trace: str | None = None, store: SQLiteStore | None = None,
+            store_name: str | None = None) -> None:
     """Run ``flow`` with progress on ``console``; the table after, the output to ``out``."""
-    structure_inputs(flow.name, flow.inputs, inputs)  # bad inputs: before any display
+    values = structure_inputs(flow.name, flow.inputs, inputs)  # before any display
+    if store is not None and run_id is not None:
+        _check_reuse(flow, values, store, run_id, store_name or store.path)
+    begin = functools.partial(arun, flow, inputs, max_concurrency=max_concurrency,
+                              run_id=run_id, store=store)
+    show_run(flow, begin, console=console, out=out, trace=trace, store_name=store_name)
+
+
+def _check_reuse(flow: Graph, values: dict[str, Any], store: SQLiteStore, run_id: str,
+                 name: str) -> None:
+    """The id of a stored run with other inputs: said before the display starts."""
+    existing = store.load_run(run_id)
+    if existing is None:
+        return
+    given = inputs_json(flow.inputs, values, f"run({flow.name})")
+    if existing.inputs_hash != inputs_hash(given):
+        raise CliError(f"run {run_id!r} is in store {name!r} already, with other inputs: "
+                       f"{existing.inputs_json}.\n  A run id names one run: give a new "
+                       f"--run-id, or continue this one: flowfn resume {run_id} --store {name}.",
+                       USAGE)
+
+
+def show_run(flow: Graph, begin: Callable[..., Awaitable[RunResult]], *, console: Console,
+             out: TextIO, trace: str | None = None, store_name: str | None = None,
+             verb: str = "running") -> None:
+    """Call ``begin(on_event=...)`` (a run or a resume of ``flow``) under the display;
+    then the per-step table, and the output (or the forms a waiting run needs)."""
     live = console.is_terminal and not console.is_dumb_terminal
     watch: Progress | PlainLog = (Progress(flow) if live
                                   else PlainLog(flow, cast(TextIO, console.file)))
     if not live:
         steps = count_steps(flow)
-        console.file.write(f"running {short_name(flow.name)} ({steps} step{'s' * (steps != 1)})\n")
+        console.file.write(f"{verb} {short_name(flow.name)} ({steps} step{'s' * (steps != 1)})\n")
     began = time.monotonic()
     failure: RunFailed | None = None
-    live_run = functools.partial(arun, flow, inputs, max_concurrency=max_concurrency,
-                                 run_id=run_id)
     with _display(watch, console, out=out):
         try:
             if isinstance(watch, Progress):
-                result = trio.run(live_run, instruments=[watch.finder()])
+                result = trio.run(begin, instruments=[watch.finder()])
             else:
-                result = trio.run(functools.partial(live_run, on_event=watch.event))
+                result = trio.run(functools.partial(begin, on_event=watch.event))
         except RunFailed as exc:
             failure, result = exc, exc.result
     elapsed = time.monotonic() - began
@@ -258,7 +156,7 @@ def execute(flow: Graph, inputs: dict[str, Any], *, console: Console, out: TextI
     if failure is not None:
         raise CliError(f"{failure}")
     if result.status == "waiting":
-        _report_waiting(console, result)
+        _report_waiting(console, result, store_name)
         return
     console.file.flush()
     out.write(output_text(result.output) + "\n")
@@ -278,17 +176,11 @@ def _display(watch: Progress | PlainLog, console: Console, *, out: TextIO) -> It
         yield
 
 
-def _report_waiting(console: Console, result: RunResult) -> None:
-    """A run that stops at human steps: list the forms to answer (needs the store's
-    ``result.waiting``; until then, the waiting spans)."""
-    forms = getattr(result, "waiting", None)
-    if forms:
-        console.print(f"{result.graph_name} is waiting for {len(forms)} answer(s):")
-        for form in forms:
-            console.print(f"  {form.name}: {getattr(form, 'title', '') or ''}".rstrip(": "))
-    else:
-        names = [s.path for s in result.walk() if s.status == "waiting"]
-        console.print(f"{result.graph_name} is waiting: {', '.join(names)}")
+def _report_waiting(console: Console, result: RunResult, store_name: str | None) -> None:
+    """A run that stops at human steps: its forms, and the command that answers each."""
+    forms = [StoredForm(f.path, f.title, f.schema, f.deadline) for f in result.waiting]
+    console.print(waiting_text(result.run_id, result.graph_name, forms, store_name),
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def output_text(value: Any) -> str:
@@ -329,6 +221,110 @@ def graph_text(flow: Graph) -> str:
     return "\n".join(lines)
 
 
+# --- stores, runs and answers ---------------------------------------------------------
+
+
+class TargetStore(SQLiteStore):
+    """The store of a ``flowfn run``: it keeps the command's own target as the run's
+    flow. (What ``run()`` finds by itself is the module the command made from the file,
+    which no other process has: ``flows:flow`` or ``flowfn_target_...:flow``.)"""
+
+    def __init__(self, path: str, target: str) -> None:
+        super().__init__(path)
+        self.target = target
+
+    def begin_run(self, run_id: str, *, graph_name: str, flow_ref: str | None,
+                  inputs_json: str) -> StoredRun | None:
+        return super().begin_run(run_id, graph_name=graph_name, flow_ref=self.target,
+                                 inputs_json=inputs_json)
+
+
+def open_store(name: str, *, must_exist: bool, ref: str | None = None) -> SQLiteStore:
+    """The SQLite store ``--store name``; for reading, the file must exist already (a
+    mistyped name would otherwise create an empty store and show no runs)."""
+    path = Path(name)
+    if path.is_dir():
+        raise CliError(f"--store {name!r} is a directory, not a store file.", USAGE)
+    if must_exist and not path.is_file():
+        raise CliError(f"--store {name!r} does not exist. A store is made by the first "
+                       f"run kept in it: flowfn run FILE.py:flow --store {name}.", USAGE)
+    try:
+        return TargetStore(name, ref) if ref is not None else SQLiteStore(name)
+    except StoreError as exc:
+        raise CliError(f"--store {name!r}: {exc}", USAGE) from exc
+
+
+def _need_store(store: str | None, command: str) -> str:
+    if store is None:
+        raise CliError(f"flowfn {command} needs the store: --store FILE.db.", USAGE)
+    return store
+
+
+def find_run(db: SQLiteStore, name: str, run_id: str) -> StoredRun:
+    stored = db.load_run(run_id)
+    if stored is not None:
+        return stored
+    ids = [r.run_id for r in db.list_runs()]
+    guess = did_you_mean(run_id, ids)
+    hint = f" Did you mean {guess!r}?" if guess else ""
+    latest = ", ".join(ids[-5:]) if ids else "none"
+    raise CliError(f"store {name!r} has no run {run_id!r}.{hint} Latest runs: {latest} "
+                   f"(all: flowfn runs --store {name}).", USAGE)
+
+
+def parse_answers(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``--answer name=@file.json`` (the file's JSON) or ``--answer name=VALUE`` (text,
+    or JSON when it is an object or a list), by name."""
+    answers: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CliError(f"--answer {pair!r}: write an answer as name=@answer.json or "
+                           """name='{"key": ...}'.""", USAGE)
+        if key in answers:
+            raise CliError(f"--answer {key}=... is given twice; a form takes one answer.",
+                           USAGE)
+        answers[key] = _read_answer(key, text[1:]) if text.startswith("@") else _value(
+            key, text, "--answer")
+    return answers
+
+
+def _read_answer(key: str, name: str) -> Any:
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"--answer {key}=@{name}: cannot read the file ({exc.strerror}).",
+                       USAGE) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--answer {key}=@{name}: not valid JSON: {exc.msg} at line "
+                       f"{exc.lineno}.", USAGE) from exc
+
+
+def _check_objects(stored: StoredRun, answers: dict[str, Any]) -> None:
+    """Plain text given to a form that takes an object: show the object's shape."""
+    for key, value in answers.items():
+        for form in stored.forms.values():
+            if (key in (form.name, form.name.rpartition("/")[2]) and isinstance(value, str)
+                    and form.schema.get("type") == "object"):
+                raise CliError(f"--answer {key}={value}: form {form.name!r} takes a JSON "
+                               f"object: {sketch(form.schema)}.\n  Write {key}=@answer.json "
+                               f"or {key}='{{...}}'.", USAGE)
+
+
+def _answered_already(stored: StoredRun, answers: dict[str, Any]) -> list[str]:
+    """Notes for answers to forms that have theirs already: a form keeps its first."""
+    notes = []
+    for key in answers:
+        for form in stored.forms.values():
+            if key in (form.name, form.name.rpartition("/")[2]) and form.answer_json:
+                notes.append(f"form {form.name!r} of run {stored.run_id!r} was answered "
+                             f"before; it keeps that answer: {form.answer_json}")
+    return notes
+
+
 # --- the commands ----------------------------------------------------------------------
 
 
@@ -343,7 +339,7 @@ def _guard(debug: bool) -> Iterator[None]:
         raise
     except InputError as exc:
         _fail(exc, USAGE, debug)
-    except GraphError as exc:
+    except (GraphError, StoreError) as exc:
         _fail(exc, FAILED, debug)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -403,13 +399,13 @@ def run_command(target: str, pairs: tuple[str, ...], inputs_file: str | None,
     """Run TARGET (FILE.py:flow or package.module:flow) with live progress."""
     console = Console(stderr=True)
     with _guard(debug), _debug_logging(console, debug):
-        if store is not None:  # the durable store is not part of flowfn yet
-            raise CliError("--store is not available yet: this flowfn has no durable store. "
-                           "Run without --store.", USAGE)
         inputs = parse_inputs(pairs, inputs_file)
-        flow = load_target(target)
-        execute(flow, inputs, console=console, out=sys.stdout,
-                max_concurrency=max_concurrency, run_id=run_id, trace=trace)
+        flow, ref = resolve_target(target)
+        kept = open_store(store, must_exist=False, ref=ref) if store is not None else None
+        with contextlib.closing(kept) if kept is not None else contextlib.nullcontext():
+            execute(flow, inputs, console=console, out=sys.stdout,
+                    max_concurrency=max_concurrency, run_id=run_id, trace=trace,
+                    store=kept, store_name=store)
 
 
 @cli.command("show")
@@ -423,6 +419,67 @@ def show_command(target: str, fmt: str, debug: bool) -> None:
         flow = load_target(target)
         text = {"mermaid": flow.to_mermaid, "dot": flow.to_dot}.get(fmt, lambda: graph_text(flow))()
         click.echo(text)
+
+
+@cli.command("runs")
+@click.argument("run_id", required=False)
+@click.option("--store", metavar="FILE.db", help="The store to read.")
+@click.option("--status", type=click.Choice(RUN_STATUSES), help="Only the runs in this status.")
+@click.option("--debug", is_flag=True, help="Tracebacks on errors.")
+def runs_command(run_id: str | None, store: str | None, status: str | None,
+                 debug: bool) -> None:
+    """List the runs of a store; with RUN_ID, that run's steps and forms."""
+    with _guard(debug):
+        name = _need_store(store, "runs")
+        with contextlib.closing(open_store(name, must_exist=True)) as db:
+            now = time.time()
+            if run_id is not None:
+                click.echo(run_text(find_run(db, name, run_id), name, now))
+                return
+            runs = db.list_runs(status)
+            if not runs:
+                click.echo(f"no {status + ' ' if status else ''}runs in {name!r}")
+                return
+            click.echo(runs_table(runs, now))
+
+
+@cli.command("resume")
+@click.argument("run_id")
+@click.option("--store", metavar="FILE.db", help="The store that holds the run.")
+@click.option("-a", "--answer", "answer_pairs", multiple=True, metavar="NAME=VALUE",
+              help="Answer a waiting form: NAME=@answer.json or NAME='{\"key\": ...}' "
+                   "(repeatable).")
+@click.option("--rerun", multiple=True, metavar="STEP",
+              help="Run STEP and everything after it again (repeatable); 'changed': the "
+                   "steps whose code changed.")
+@click.option("--flow", "target", metavar="TARGET",
+              help="The flow to continue with, if not the one the store remembers.")
+@click.option("--trace", metavar="FILE.json", help="Write a Chrome/Perfetto trace of the run.")
+@click.option("--max-concurrency", type=click.IntRange(min=1), default=None,
+              help="Cap on steps (and map items) running at once.")
+@click.option("--debug", is_flag=True, help="Tracebacks and DEBUG log records on errors.")
+def resume_command(run_id: str, store: str | None, answer_pairs: tuple[str, ...],
+                   rerun: tuple[str, ...], target: str | None, trace: str | None,
+                   max_concurrency: int | None, debug: bool) -> None:
+    """Continue the stored run RUN_ID: with answers to its forms, or after a crash."""
+    console = Console(stderr=True)
+    with _guard(debug), _debug_logging(console, debug):
+        answers = parse_answers(answer_pairs)
+        name = _need_store(store, "resume")
+        with contextlib.closing(open_store(name, must_exist=True)) as db:
+            stored = find_run(db, name, run_id)
+            flow = flow_of(stored, target, name)
+            _check_objects(stored, answers)
+            check_answers(flow, answers, f"flowfn resume {run_id}")  # nothing shown yet
+            check_rerun(flow, rerun)
+            for note in _answered_already(stored, answers):
+                console.print(note, markup=False, highlight=False, soft_wrap=True)
+            begin = functools.partial(
+                aresume, flow, run_id, store=db, answers=answers or None,
+                rerun="changed" if rerun == ("changed",) else list(rerun) or None,
+                max_concurrency=max_concurrency)
+            show_run(flow, begin, console=console, out=sys.stdout, trace=trace,
+                     store_name=name, verb="resuming")
 
 
 def main(argv: list[str] | None = None) -> None:

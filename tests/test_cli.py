@@ -299,8 +299,6 @@ def test_inputs_from_a_file_and_json_values(in_tmp: Path) -> None:
                                 "or directory).\n"),
     (["--inputs", "flows.py"], "--inputs 'flows.py': not valid JSON: Expecting value at "
                                "line 2.\n"),
-    (["--store", "runs.db"], "--store is not available yet: this flowfn has no durable "
-                             "store. Run without --store.\n"),
 ])
 def test_command_line_mistakes(in_tmp: Path, args: list[str], message: str) -> None:
     write(in_tmp, "flows.py", FLOWS)
