@@ -354,6 +354,9 @@ def problems_of(exc: Exception, path: str) -> list[str]:
             return "required field missing"
         if isinstance(e, cattrs.ForbiddenExtraKeysError):
             return f"unknown keys: {', '.join(sorted(e.extra_fields))}"
+        if isinstance(e, AttributeError) and getattr(e, "name", None) in ("keys", "items"):
+            got = type(getattr(e, "obj", None)).__name__
+            return f"invalid value, expected an object with named fields (got a {got})"
         return f"invalid value for type, expected {type_name(tp)}" if tp else str(e)
 
     out = []

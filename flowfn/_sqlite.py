@@ -281,7 +281,7 @@ class SQLiteStore:
             "VALUES (?,?,?,?,?,?) ON CONFLICT (run_id, name) DO UPDATE SET "
             "title = excluded.title, schema_json = excluded.schema_json, "
             "deadline = excluded.deadline",
-            (run_id, form.name, form.title, json.dumps(form.schema, sort_keys=True), deadline,
+            (run_id, form.name, form.title, json.dumps(form.schema), deadline,
              form.asked_at or time.time()), run_id=run_id, path=form.name)
 
     def answer_form(self, run_id: str, name: str, answer_json: str) -> None:

@@ -170,7 +170,8 @@ def test_one_run_shows_its_steps_and_form_schemas(waiting: Path) -> None:
                      r"pages +succeeded +1 +\[0,1,2\]\n"
                      r"scan +succeeded +1 +3 items · \[0,10,20\]\n", text), text
     assert "waiting for 2 answers:\n  legal (Legal review), due " in text
-    assert '    schema:\n      {\n        "additionalProperties": false,' in text
+    assert '    schema:\n      {\n        "title": "Decision",\n' in text  # as declared
+    assert '"additionalProperties": false' in text
     assert f"    {COMMAND.format('finance')}\n" in text
 
 

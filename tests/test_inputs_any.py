@@ -202,3 +202,24 @@ def test_a_real_type_conflict_is_still_reported() -> None:
 
     with pytest.raises(GraphError, match="also asks for as list\\[int\\], not list\\[str\\]"):
         graph(a, b)
+
+
+def test_text_where_an_object_is_expected_says_so() -> None:
+    from dataclasses import dataclass
+
+    from flowfn import InputError, graph, run, step
+
+    @dataclass
+    class Box:
+        width: int
+
+    @step
+    def area(box: Box) -> int:
+        return box.width
+
+    with pytest.raises(InputError) as info:
+        run(graph(area), {"box": "hello"})
+    assert str(info.value) == (
+        "1 bad input for run(area)\n"
+        "  box: invalid value, expected an object with named fields (got a str)"
+    )
