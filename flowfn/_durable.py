@@ -118,6 +118,7 @@ class Durable:
         self.refresh = cache == "refresh"
         self.writer: Writer | None = None
         self._hashes: dict[str, str] = {}
+        self._restored: set[str] | None = None  # read from the store when first needed
 
     def code(self, path: str) -> str:
         base, _ = _split_item(path)
@@ -141,6 +142,8 @@ class Durable:
         kind = type(result)
         if kind is Waiting or kind is Skip:
             return  # asked again (or re-evaluated) on resume
+        if kind is not Failed and span.started is None and self.restored(path):
+            return  # read back from its row: rewriting it would lose its attempts and code hash
         if kind is Failed:
             row = StepRow(path, "failed", None, self.code(path), span.attempts or 1,
                           exc_line(result.error))
@@ -152,6 +155,30 @@ class Durable:
                 return  # not stored: it runs again on resume (see failing_output)
             row = StepRow(path, "succeeded", text, self.code(path), span.attempts or 1)
         writer.add(row)
+
+    def check_output(self, span: Span, result: Any) -> Any:
+        """``result``, or a ``Failed`` naming the data path when the store could not hold
+        it (DESIGN §4: such a value fails its step). For the settle point to call before
+        it settles an output."""
+        base, item = _split_item(span.path)
+        slot = self.slots.get(base)
+        if self.writer is None or slot is None or not slot.checkpoint:
+            return result
+        try:
+            encode(result, slot.item_annotation if item else slot.annotation)
+        except CodecError as exc:
+            return Failed(CodecError([f"step {span.path!r} returned a value the store "
+                                      "cannot hold: " + "; ".join(exc.problems)]))
+        return result
+
+    def restored(self, path: str) -> bool:
+        """``path`` has a committed successful row (a resumed run feeds it back without
+        running it)."""
+        if self._restored is None:
+            stored = self.store.load_run(self.run_id)
+            self._restored = set() if stored is None else {
+                p for p, row in stored.steps.items() if row.status == "succeeded"}
+        return path in self._restored
 
     # --- cache ----------------------------------------------------------------------
 
