@@ -183,9 +183,9 @@ class Durable:
     # --- cache ----------------------------------------------------------------------
 
     def cached(self, node: Node, span: Span, kwargs: Mapping[str, Any]) -> tuple[str | None, Any]:
-        """``(key, output)`` of a ``@step(cache=True)`` call: the stored output on a hit,
-        ``MISSING`` on a miss; key None when the call cannot be cached (the span says
-        why)."""
+        """``(key, output)`` of a ``@step(cache=True)`` call (a step, or one map item:
+        ``span`` says which): the stored output on a hit, ``MISSING`` on a miss; key None
+        when the call cannot be cached (the span says why)."""
         step = node.step
         code = code_hash(step.fn, version=getattr(step, "version", None))
         key = cache_key(f"{step.fn.__module__}.{step.fn.__qualname__}", code, kwargs)
@@ -198,16 +198,25 @@ class Durable:
         if text is None:
             return key, MISSING
         try:
-            return key, decode(text, node.output_type)
+            return key, decode(text, self._output_type(node, span.path))
         except CodecError:
             return key, MISSING  # written for another return type: compute it again
 
-    def remember(self, key: str, node: Node, value: Any) -> None:
+    def remember(self, key: str, node: Node, value: Any, path: str | None = None) -> None:
+        """Keep ``value`` under ``key``; ``path`` is the span's (a map item's, for one)."""
         try:
-            text = encode(value, node.output_type)
+            text = encode(value, self._output_type(node, path or node.name))
         except CodecError:
             return
         self.store.cache_put(key, node.name, text)
+
+    @staticmethod
+    def _output_type(node: Node, path: str) -> Any:
+        """The return annotation of one call: a map item's is the list's item type."""
+        if node.mapped and _split_item(path)[1]:
+            args = get_args(node.output_type)
+            return args[0] if args else EMPTY
+        return node.output_type
 
     # --- forms ----------------------------------------------------------------------
 

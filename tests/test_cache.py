@@ -3,6 +3,7 @@ matter (body, default, closure value), ``version=``, ``cache="refresh"``, and ca
 cannot be cached (the span says why)."""
 
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 
 import pytest
 
-from flowfn import MemoryStore, SQLiteStore, graph, run, step
+from flowfn import MemoryStore, SQLiteStore, each, graph, run, step
 
 ROOT = Path(__file__).parent.parent
 SCRIPT = ROOT / "tests" / "flows_cache.py"
@@ -235,3 +236,51 @@ def test_cache_hits_are_in_the_sqlite_file(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "runs.db") as conn:
         rows = conn.execute("SELECT step_name, output_json FROM cache").fetchall()
     assert rows == [("hello", '"hi"')]
+
+
+@step
+def numbers() -> list[int]:
+    return [1, 2, 3]
+
+
+MAPPED = Calls()
+
+
+@step(cache=True)
+def squared(x: Annotated[int, each(numbers)]) -> int:
+    MAPPED.n += 1
+    return x * x
+
+
+@pytest.mark.xfail(strict=True, reason="_kinds.Items.item never consults the cache: "
+                   "@step(cache=True) on a mapped step silently caches nothing")
+def test_a_cached_map_step_is_cached_per_item() -> None:
+    MAPPED.n = 0
+    store = MemoryStore()
+    run(graph(squared), store=store, run_id="a")
+    again = run(graph(squared), store=store, run_id="b")
+    assert again.output == [1, 4, 9]
+    assert [s.cached for s in again.spans["squared"].children.values()] == [True] * 3
+    assert MAPPED.n == 3
+
+
+ASYNC = Calls()
+
+
+@step(cache=True)
+async def fetch_rates() -> dict[str, float]:
+    ASYNC.n += 1
+    return {"EUR": 1.08}
+
+
+@pytest.mark.xfail(strict=True, reason="_graph marks an async cache=True step with no other "
+                   "options plain: without observers the scheduler's _plain path skips the cache")
+def test_an_async_cached_step_without_other_options_is_cached(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # as in a script with no logging set up: no observers, so the scheduler's fast path
+    monkeypatch.setattr(logging.getLogger("flowfn"), "disabled", True)
+    ASYNC.n = 0
+    store = MemoryStore()
+    run(graph(fetch_rates), store=store, run_id="a")
+    again = run(graph(fetch_rates), store=store, run_id="b")
+    assert again.spans["fetch_rates"].cached is True and ASYNC.n == 1

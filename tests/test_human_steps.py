@@ -303,3 +303,27 @@ def test_a_deadline_without_on_deadline_fails_with_step_timeout(flow_run) -> Non
     failed = flow_run(graph(outcome), expect_failure=True)
     assert isinstance(failed.failures["sign_off"], StepTimeout)
     assert "passed its deadline without an answer" in str(failed.failures["sign_off"])
+
+
+def test_run_with_the_same_id_returns_the_waiting_run_and_runs_nothing() -> None:
+    store = MemoryStore()
+    first = run(approvals, store=store, run_id="c")
+    again = run(approvals, store=store, run_id="c")
+    assert again.status == "waiting"
+    assert [f.name for f in again.waiting] == [f.name for f in first.waiting]
+
+
+@pytest.mark.xfail(strict=True, reason="_run.arun returns the stored waiting run and silently "
+                   "drops answers= given with the same run_id; it should apply them (as "
+                   "resume does) or say to use resume(..., answers=)")
+def test_answers_given_to_run_for_a_waiting_run_are_not_dropped_silently() -> None:
+    store = MemoryStore()
+    run(approvals, store=store, run_id="c")
+    answers = {"legal": {"approved": True}, "finance": {"approved": True},
+               "security": {"approved": True, "risk_level": "low"}}
+    try:
+        result = run(approvals, store=store, run_id="c", answers=answers)
+    except (ValueError, StoreError) as exc:
+        assert "resume(" in str(exc)
+    else:
+        assert result.status == "succeeded"
