@@ -118,6 +118,7 @@ class Durable:
         self.refresh = cache == "refresh"
         self.writer: Writer | None = None
         self._hashes: dict[str, str] = {}
+        self._restored: set[str] | None = None  # read from the store when first needed
 
     def code(self, path: str) -> str:
         base, _ = _split_item(path)
@@ -141,6 +142,8 @@ class Durable:
         kind = type(result)
         if kind is Waiting or kind is Skip:
             return  # asked again (or re-evaluated) on resume
+        if kind is not Failed and span.started is None and self.restored(path):
+            return  # read back from its row: rewriting it would lose its attempts and code hash
         if kind is Failed:
             row = StepRow(path, "failed", None, self.code(path), span.attempts or 1,
                           exc_line(result.error))
@@ -153,12 +156,36 @@ class Durable:
             row = StepRow(path, "succeeded", text, self.code(path), span.attempts or 1)
         writer.add(row)
 
+    def check_output(self, span: Span, result: Any) -> Any:
+        """``result``, or a ``Failed`` naming the data path when the store could not hold
+        it (DESIGN §4: such a value fails its step). For the settle point to call before
+        it settles an output."""
+        base, item = _split_item(span.path)
+        slot = self.slots.get(base)
+        if self.writer is None or slot is None or not slot.checkpoint:
+            return result
+        try:
+            encode(result, slot.item_annotation if item else slot.annotation)
+        except CodecError as exc:
+            return Failed(CodecError([f"step {span.path!r} returned a value the store "
+                                      "cannot hold: " + "; ".join(exc.problems)]))
+        return result
+
+    def restored(self, path: str) -> bool:
+        """``path`` has a committed successful row (a resumed run feeds it back without
+        running it)."""
+        if self._restored is None:
+            stored = self.store.load_run(self.run_id)
+            self._restored = set() if stored is None else {
+                p for p, row in stored.steps.items() if row.status == "succeeded"}
+        return path in self._restored
+
     # --- cache ----------------------------------------------------------------------
 
     def cached(self, node: Node, span: Span, kwargs: Mapping[str, Any]) -> tuple[str | None, Any]:
-        """``(key, output)`` of a ``@step(cache=True)`` call: the stored output on a hit,
-        ``MISSING`` on a miss; key None when the call cannot be cached (the span says
-        why)."""
+        """``(key, output)`` of a ``@step(cache=True)`` call (a step, or one map item:
+        ``span`` says which): the stored output on a hit, ``MISSING`` on a miss; key None
+        when the call cannot be cached (the span says why)."""
         step = node.step
         code = code_hash(step.fn, version=getattr(step, "version", None))
         key = cache_key(f"{step.fn.__module__}.{step.fn.__qualname__}", code, kwargs)
@@ -171,16 +198,25 @@ class Durable:
         if text is None:
             return key, MISSING
         try:
-            return key, decode(text, node.output_type)
+            return key, decode(text, self._output_type(node, span.path))
         except CodecError:
             return key, MISSING  # written for another return type: compute it again
 
-    def remember(self, key: str, node: Node, value: Any) -> None:
+    def remember(self, key: str, node: Node, value: Any, path: str | None = None) -> None:
+        """Keep ``value`` under ``key``; ``path`` is the span's (a map item's, for one)."""
         try:
-            text = encode(value, node.output_type)
+            text = encode(value, self._output_type(node, path or node.name))
         except CodecError:
             return
         self.store.cache_put(key, node.name, text)
+
+    @staticmethod
+    def _output_type(node: Node, path: str) -> Any:
+        """The return annotation of one call: a map item's is the list's item type."""
+        if node.mapped and _split_item(path)[1]:
+            args = get_args(node.output_type)
+            return args[0] if args else EMPTY
+        return node.output_type
 
     # --- forms ----------------------------------------------------------------------
 

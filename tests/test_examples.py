@@ -157,6 +157,16 @@ EXPECTED_OUTPUT: dict[str, list[str]] = {
         r"^parse_log\[3\] +failed .* ValueError: broken\.log:2: ",
         r"^files parsed: 4, failed: \['parse_log'\]$",
     ],
+    "approvals": [
+        r"^status: waiting$",
+        r"^  form security_review: 'Security Review Required', fields \['approved', "
+        r"'risk_level'\]$",
+        r"^after legal: waiting, waiting for \['finance_review', 'security_review'\]$",
+        r"^  security_review\.approved: invalid value for type, expected bool \(got 'yes'\)$",
+        r"^after finance: waiting, waiting for \['security_review'\]$",
+        r"^after security: succeeded, output: Verdict\(approved=True, blocked_by=\[\]\)$",
+        r"^check_approvals +succeeded ",
+    ],
 }
 
 
@@ -583,3 +593,30 @@ def test_script(name: str, scripts: dict[str, subprocess.Popen[str]]) -> None:
     assert stderr == ""
     for pattern in [*EXPECTED_OUTPUT[name], REPORT_HEADER]:
         assert re.search(pattern, stdout, re.MULTILINE), f"{pattern!r} not in:\n{stdout}"
+
+
+def test_approvals_all_three_answers(flow_run) -> None:
+    module = example("approvals")
+    result = flow_run(module.flow, answers={
+        "legal_review": {"approved": True},
+        "finance_review": {"approved": False, "comments": "over budget"},
+        "security_review": {"approved": True, "risk_level": "medium"},
+    })
+    assert result.output == module.Verdict(approved=False, blocked_by=["finance"])
+
+
+def test_approvals_waits_for_every_form(flow_run) -> None:
+    waiting = flow_run(example("approvals").flow, answers={"legal_review": {"approved": True}})
+    assert waiting.status == "waiting"  # for finance; security was escalated meanwhile
+    assert [f.name for f in waiting.waiting] == ["finance_review"]
+    assert waiting.waiting[0].schema["required"] == ["approved"]
+    assert waiting.spans["check_approvals"].status == "pending"
+
+
+def test_approvals_security_is_escalated_after_72_hours(flow_run, flow_clock) -> None:
+    module = example("approvals")
+    result = flow_run(module.flow, answers={"legal_review": {"approved": True},
+                                            "finance_review": {"approved": True}})
+    assert result.output == module.Verdict(approved=False, blocked_by=["security"])
+    assert result.spans["security_review"].reason == "its deadline passed without an answer"
+    assert flow_clock.current_time() == pytest.approx(72 * 3600)
