@@ -118,6 +118,7 @@ class Durable:
         self.refresh = cache == "refresh"
         self.writer: Writer | None = None
         self._hashes: dict[str, str] = {}
+        self._encoded: dict[int, str] = {}  # by span id: checked at the settle point
         self._restored: set[str] | None = None  # read from the store when first needed
 
     def code(self, path: str) -> str:
@@ -148,11 +149,12 @@ class Durable:
             row = StepRow(path, "failed", None, self.code(path), span.attempts or 1,
                           exc_line(result.error))
         else:
-            annotation = slot.item_annotation if item else slot.annotation
-            try:
-                text = encode(result, annotation)
-            except CodecError:
-                return  # not stored: it runs again on resume (see failing_output)
+            text = self._encoded.pop(id(span), None)
+            if text is None:  # not checked at the settle point (e.g. a restored value)
+                try:
+                    text = encode(result, slot.item_annotation if item else slot.annotation)
+                except CodecError:
+                    return
             row = StepRow(path, "succeeded", text, self.code(path), span.attempts or 1)
         writer.add(row)
 
@@ -165,10 +167,11 @@ class Durable:
         if self.writer is None or slot is None or not slot.checkpoint:
             return result
         try:
-            encode(result, slot.item_annotation if item else slot.annotation)
+            text = encode(result, slot.item_annotation if item else slot.annotation)
         except CodecError as exc:
             return Failed(CodecError([f"step {span.path!r} returned a value the store "
                                       "cannot hold: " + "; ".join(exc.problems)]))
+        self._encoded[id(span)] = text  # the settle hook, called next, writes this text
         return result
 
     def restored(self, path: str) -> bool:

@@ -62,7 +62,7 @@ class Graph:
             n.wakes = [d.index for d in n.dependents if d.owner is None]
             step = n.step
             n.simple = (step.executor == "async" and not step.retries
-                        and step.timeout is None and step.limit is None)
+                        and step.timeout is None and step.limit is None and not step.cache)
             n.plain = (n.simple and n.kind == "function" and not n.mapped
                        and n.stream_from is None and n.when is None)
             if n.plain and all(b.node is not None and b.mode is Mode.VALUE

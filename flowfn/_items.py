@@ -16,7 +16,8 @@ import trio
 from ._attempt import attempts, caller
 from ._graph import Node
 from ._result import Span, current_span_var
-from ._state import CancelReason, Failed, Held, RunState, Skip
+from ._state import CancelReason, Failed, Held, RunState, Skip, is_output
+from ._step import MISSING
 
 checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 SendItem = Callable[[int, dict[str, Any]], None]
@@ -96,8 +97,7 @@ class Items:
                 except Exception as exc:
                     res = Failed(exc)
             else:
-                res = await attempts(run, node, ispan, caller(run, node, ispan, fn, kw),
-                                     self.held)
+                res = await self.attempts(ispan, kw)
         except BaseException:
             if self.stopped is not None and ispan.reason is None:
                 ispan.cancel = self.stopped
@@ -105,7 +105,7 @@ class Items:
                                 else f"never started: {self.stopped}")
             run.cancelled(ispan, run.why_cancelled(node))
             raise
-        run.settle(ispan, res)
+        res = run.settle(ispan, res)
         self.results[i] = res
         if type(res) is not Failed:
             for out in self.outlets:
@@ -115,6 +115,24 @@ class Items:
             if not node.collect_items:
                 self.stopped = CancelReason("item", detail=str(i))
                 self.inner.cancel_scope.cancel()
+
+    async def attempts(self, ispan: Span, kw: dict[str, Any]) -> Any:
+        """One item's attempts; with ``@step(cache=True)`` and a store, an identical
+        earlier call's stored output instead."""
+        run, node, fn = self.run_state, self.node, self.fn
+        durable = run.shared.durable
+        if durable is None or not node.step.cache or fn is not node.step.fn:
+            return await attempts(run, node, ispan, caller(run, node, ispan, fn, kw),
+                                  self.held)
+        key, value = durable.cached(node, ispan, kw)
+        if value is not MISSING:
+            run.start(ispan)
+            ispan.cached = True
+            return value
+        res = await attempts(run, node, ispan, caller(run, node, ispan, fn, kw), self.held)
+        if key is not None and is_output(res):
+            durable.remember(key, node, res, ispan.path)
+        return res
 
     def result(self, count: int | Skip | None) -> Any:
         run, node, span = self.run_state, self.node, self.span

@@ -64,7 +64,7 @@ class FunctionKind(Kind):
             return value
         result = await attempts(run, node, span, caller(run, node, span, fn, kwargs), held)
         if key is not None and is_output(result):
-            durable.remember(key, node, result)
+            durable.remember(key, node, result, span.path)
         return result
 
 

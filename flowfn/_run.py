@@ -87,6 +87,11 @@ async def arun(
     check_storable(g, f"run({g.name}, store=...)")
     stored = store.begin_run(rid, graph_name=g.name, flow_ref=flow_ref(flow),
                              inputs_json=inputs_json(g.inputs, values, context))
+    if stored is not None and stored.status == "waiting" and answers:
+        return await aresume(flow, rid, store=store, answers=answers, cache=cache,
+                             max_concurrency=max_concurrency, limits=limits,
+                             timeout=timeout, overrides=overrides, on_event=on_event,
+                             executor=executor)
     if stored is not None and stored.status != "running":
         return stored_result(g, stored)  # the same run, asked for again: nothing runs
     settled: dict[str, Any] = {}
@@ -131,7 +136,7 @@ async def aresume(
     _check_cache(g, cache)
     forms = stored.forms
     for path, value in given.items():
-        if path in forms and forms[path].answer_json is None:
+        if path in forms:  # the same answer again is a no-op; another one a StoreError
             store.answer_form(run_id, path, _answer_json(g, path, value))
     asks = Asks({**check_answers(g, prior, context), **given}, deadlines,
                 virtual=_virtual_clock())

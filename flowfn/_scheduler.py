@@ -170,7 +170,7 @@ class Runner(RunState):
             except BaseException:  # Cancelled, or a group of them from a container's nursery
                 self.cancelled(span, self.why_cancelled(node.owner))
                 raise
-            self.settle(span, result)
+            result = self.settle(span, result)
             node = self._release_carry(node, result)
 
     async def _plain(self, node: Node, span: Span) -> Any:

@@ -187,7 +187,9 @@ class Caching(Protocol):
     def cached(self, node: Node, span: Span,
                kwargs: Mapping[str, Any]) -> tuple[str | None, Any]: ...
 
-    def remember(self, key: str, node: Node, value: Any) -> None: ...
+    def remember(self, key: str, node: Node, value: Any, path: str | None = None) -> None: ...
+
+    def check_output(self, span: Span, result: Any) -> Any: ...
 
 
 class Asks:
@@ -282,6 +284,7 @@ class RunState:
         self.stopping = False
         self.emits = shared.on_event is not None or bool(shared.observers)
         self.hooks = shared.settle_hooks
+        self.durable = shared.durable
         self.now: Callable[[], float] = trio.current_time
         # The failure inside each failed sub-workflow (by node index): the subflow step
         # fails with the inner step's own exception, so ``retry_on=`` and ``Outcome``
@@ -355,6 +358,10 @@ class RunState:
         """Record ``result`` on ``span``, emit its event, tell the hooks; for a ``node``
         of this run, release it (failure policy, dependents). Returns ``result``."""
         kind = type(result)
+        if self.durable is not None and kind is not Failed and kind is not Skip and (
+                kind is not Waiting):
+            result = self.durable.check_output(span, result)  # can the store hold it?
+            kind = type(result)
         if kind is not Failed and kind is not Skip and kind is not Waiting:
             span.status = "succeeded"
             span.output = result

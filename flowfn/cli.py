@@ -314,14 +314,15 @@ def _check_objects(stored: StoredRun, answers: dict[str, Any]) -> None:
                                f"or {key}='{{...}}'.", USAGE)
 
 
-def _answered_already(stored: StoredRun, answers: dict[str, Any]) -> list[str]:
-    """Notes for answers to forms that have theirs already: a form keeps its first."""
-    notes = []
+def _answered_already(stored: StoredRun, answers: dict[str, Any]) -> dict[str, str]:
+    """Notes, by answer key, for answers to forms that have theirs already: a form keeps
+    its first (``resume()`` itself refuses a different second answer)."""
+    notes = {}
     for key in answers:
         for form in stored.forms.values():
             if key in (form.name, form.name.rpartition("/")[2]) and form.answer_json:
-                notes.append(f"form {form.name!r} of run {stored.run_id!r} was answered "
-                             f"before; it keeps that answer: {form.answer_json}")
+                notes[key] = (f"form {form.name!r} of run {stored.run_id!r} was answered "
+                              f"before; it keeps that answer: {form.answer_json}")
     return notes
 
 
@@ -472,8 +473,9 @@ def resume_command(run_id: str, store: str | None, answer_pairs: tuple[str, ...]
             _check_objects(stored, answers)
             check_answers(flow, answers, f"flowfn resume {run_id}")  # nothing shown yet
             check_rerun(flow, rerun)
-            for note in _answered_already(stored, answers):
+            for key, note in _answered_already(stored, answers).items():
                 console.print(note, markup=False, highlight=False, soft_wrap=True)
+                del answers[key]  # the form keeps its first answer
             begin = functools.partial(
                 aresume, flow, run_id, store=db, answers=answers or None,
                 rerun="changed" if rerun == ("changed",) else list(rerun) or None,

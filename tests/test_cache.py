@@ -252,8 +252,6 @@ def squared(x: Annotated[int, each(numbers)]) -> int:
     return x * x
 
 
-@pytest.mark.xfail(strict=True, reason="_kinds.Items.item never consults the cache: "
-                   "@step(cache=True) on a mapped step silently caches nothing")
 def test_a_cached_map_step_is_cached_per_item() -> None:
     MAPPED.n = 0
     store = MemoryStore()
@@ -273,8 +271,6 @@ async def fetch_rates() -> dict[str, float]:
     return {"EUR": 1.08}
 
 
-@pytest.mark.xfail(strict=True, reason="_graph marks an async cache=True step with no other "
-                   "options plain: without observers the scheduler's _plain path skips the cache")
 def test_an_async_cached_step_without_other_options_is_cached(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # as in a script with no logging set up: no observers, so the scheduler's fast path

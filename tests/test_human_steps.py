@@ -191,9 +191,6 @@ def test_answering_a_form_again_with_the_same_answer_is_harmless() -> None:
     assert [f.name for f in again.waiting] == ["finance", "security"]
 
 
-@pytest.mark.xfail(strict=True, reason="_run.aresume writes an answer only when its form has "
-                   "none, so a different second answer is silently ignored instead of the "
-                   "StoreError that _store._check_answer would raise")
 def test_answering_a_form_again_with_another_answer_is_an_error() -> None:
     store = MemoryStore()
     run(approvals, store=store, run_id="c")
@@ -313,9 +310,6 @@ def test_run_with_the_same_id_returns_the_waiting_run_and_runs_nothing() -> None
     assert [f.name for f in again.waiting] == [f.name for f in first.waiting]
 
 
-@pytest.mark.xfail(strict=True, reason="_run.arun returns the stored waiting run and silently "
-                   "drops answers= given with the same run_id; it should apply them (as "
-                   "resume does) or say to use resume(..., answers=)")
 def test_answers_given_to_run_for_a_waiting_run_are_not_dropped_silently() -> None:
     store = MemoryStore()
     run(approvals, store=store, run_id="c")
