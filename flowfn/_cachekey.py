@@ -36,6 +36,7 @@ from ._errors import with_article
 KEY_FORMAT = 1
 
 _source_hashes: weakref.WeakKeyDictionary[Callable[..., Any], str] = weakref.WeakKeyDictionary()
+_code_hashes: dict[types.CodeType, str] = {}  # code objects are compared by value
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,11 @@ def _bytecode(code: types.CodeType) -> str:
 def source_hash(fn: Callable[..., Any]) -> str:
     """Hash of the function's code: its ast without docstrings/comments, else its bytecode."""
     fn = inspect.unwrap(fn)
+    code = getattr(fn, "__code__", None)
+    if code is not None:  # closures of one code object share a source: hash it once
+        found = _code_hashes.get(code)
+        if found is not None:
+            return found
     try:
         return _source_hashes[fn]
     except (KeyError, TypeError):
@@ -84,6 +90,8 @@ def source_hash(fn: Callable[..., Any]) -> str:
     except (OSError, TypeError, SyntaxError):
         code = getattr(fn, "__code__", None)
         digest = _sha(_bytecode(code) if code is not None else repr(fn))
+    if code is not None:
+        _code_hashes[code] = digest
     try:
         _source_hashes[fn] = digest
     except TypeError:  # not weak-referenceable: computed every time

@@ -34,17 +34,22 @@ from ._types import EMPTY
 class Slot:
     """What the store needs to know of one node, found by its graph path."""
 
-    __slots__ = ("annotation", "item_annotation", "node")
+    __slots__ = ("_code", "annotation", "checkpoint", "item_annotation", "node")
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.annotation = node.output_type
         args = get_args(node.output_type) if node.mapped else ()
         self.item_annotation = args[0] if args else EMPTY
+        self.checkpoint = bool(node.step.checkpoint)
+        self._code: str | None = None
 
     @property
-    def checkpoint(self) -> bool:
-        return bool(getattr(self.node.step, "checkpoint", True))
+    def code(self) -> str:
+        """The hash of the step's code (what ``result.stale`` compares), once per run."""
+        if self._code is None:
+            self._code = source_hash(self.node.step.fn)
+        return self._code
 
 
 def slots(graph: Graph, prefix: str = "") -> dict[str, Slot]:
@@ -59,6 +64,9 @@ def slots(graph: Graph, prefix: str = "") -> dict[str, Slot]:
     return found
 
 
+_NONE: Any = type(None)
+
+
 def _split_item(path: str) -> tuple[str, bool]:
     """``fetch[3]`` -> (``fetch``, True); ``branch/step`` -> (itself, False)."""
     if path.endswith("]") and "[" in path:
@@ -66,17 +74,20 @@ def _split_item(path: str) -> tuple[str, bool]:
     return path, False
 
 
-def check_storable(graph: Graph, context: str) -> None:
+def check_storable(graph: Graph, context: str, table: dict[str, Slot] | None = None) -> None:
     """One ``GraphError`` naming every step whose output a store could not hold."""
     problems: list[Problem] = []
-    for path, slot in slots(graph).items():
+    known: dict[int, str | None] = {}  # by annotation id: most steps share a few types
+    for path, slot in (table if table is not None else slots(graph)).items():
         node = slot.node
         if not slot.checkpoint or node.kind in ("race",):
             continue
         annotation = slot.item_annotation if node.mapped else slot.annotation
         if node.mapped and slot.annotation is EMPTY:
             annotation = EMPTY
-        why = storable(annotation)
+        why = known.get(id(annotation), MISSING)
+        if why is MISSING:
+            why = known[id(annotation)] = storable(annotation)
         if why is None:
             continue
         step = node.step
@@ -111,66 +122,68 @@ class Durable:
     """The store side of one run: the settle hook, the cache, and the run's forms."""
 
     def __init__(self, store: Store, run_id: str, graph: Graph, *,
-                 cache: str | None = None) -> None:
+                 cache: str | None = None, table: dict[str, Slot] | None = None) -> None:
         self.store = store
         self.run_id = run_id
-        self.slots = slots(graph)
+        self.slots = table if table is not None else slots(graph)
         self.refresh = cache == "refresh"
         self.writer: Writer | None = None
-        self._hashes: dict[str, str] = {}
         self._encoded: dict[int, str] = {}  # by span id: checked at the settle point
         self._restored: set[str] | None = None  # read from the store when first needed
 
-    def code(self, path: str) -> str:
-        base, _ = _split_item(path)
-        found = self._hashes.get(base)
-        if found is None:
-            slot = self.slots.get(base)
-            found = source_hash(slot.node.step.fn) if slot is not None else ""
-            self._hashes[base] = found
-        return found
+    def _slot(self, path: str) -> tuple[Slot | None, bool]:
+        """The slot of a step's path (or of a map item's: ``fetch[3]``)."""
+        slot = self.slots.get(path)
+        if slot is not None:
+            return slot, False
+        base, item = _split_item(path)
+        return self.slots.get(base), item
 
     def settled(self, span: Span, result: Any) -> None:
         """The settle hook: queue the row of a settled step or map item."""
         writer = self.writer
         if writer is None:
             return
-        path = span.path
-        base, item = _split_item(path)
-        slot = self.slots.get(base)
-        if slot is None or not slot.checkpoint:
-            return
         kind = type(result)
         if kind is Waiting or kind is Skip:
             return  # asked again (or re-evaluated) on resume
-        if kind is not Failed and span.started is None and self.restored(path):
+        path = span.path
+        text = self._encoded.pop(id(span), None)  # checked (and encoded) at the settle point
+        if text is None and kind is not Failed and span.started is None and (
+                self.restored(path)):
             return  # read back from its row: rewriting it would lose its attempts and code hash
+        slot, item = self._slot(path)
+        if slot is None or not slot.checkpoint:
+            return
         if kind is Failed:
-            row = StepRow(path, "failed", None, self.code(path), span.attempts or 1,
+            row = StepRow(path, "failed", None, slot.code, span.attempts or 1,
                           exc_line(result.error))
         else:
-            text = self._encoded.pop(id(span), None)
-            if text is None:  # not checked at the settle point (e.g. a restored value)
+            if text is None:
                 try:
                     text = encode(result, slot.item_annotation if item else slot.annotation)
                 except CodecError:
                     return
-            row = StepRow(path, "succeeded", text, self.code(path), span.attempts or 1)
+            row = StepRow(path, "succeeded", text, slot.code, span.attempts or 1)
         writer.add(row)
 
     def check_output(self, span: Span, result: Any) -> Any:
         """``result``, or a ``Failed`` naming the data path when the store could not hold
         it (DESIGN §4: such a value fails its step). For the settle point to call before
         it settles an output."""
-        base, item = _split_item(span.path)
-        slot = self.slots.get(base)
-        if self.writer is None or slot is None or not slot.checkpoint:
+        if self.writer is None or span.started is None:
+            return result  # (a restored output never started: its row exists)
+        slot, item = self._slot(span.path)
+        if slot is None or not slot.checkpoint:
             return result
-        try:
-            text = encode(result, slot.item_annotation if item else slot.annotation)
-        except CodecError as exc:
-            return Failed(CodecError([f"step {span.path!r} returned a value the store "
-                                      "cannot hold: " + "; ".join(exc.problems)]))
+        if result is None and slot.annotation is _NONE:
+            text = "null"  # most steps with no output: no encoder needed
+        else:
+            try:
+                text = encode(result, slot.item_annotation if item else slot.annotation)
+            except CodecError as exc:
+                return Failed(CodecError([f"step {span.path!r} returned a value the store "
+                                          "cannot hold: " + "; ".join(exc.problems)]))
         self._encoded[id(span)] = text  # the settle hook, called next, writes this text
         return result
 

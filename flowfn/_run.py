@@ -84,7 +84,8 @@ async def arun(
                              "store; pass store=SQLiteStore(...) too.")
         return await _start(g, values, options, rid, Asks(given, virtual=_virtual_clock()))
     _check_cache(g, cache)
-    check_storable(g, f"run({g.name}, store=...)")
+    table = slots(g)
+    check_storable(g, f"run({g.name}, store=...)", table)
     stored = store.begin_run(rid, graph_name=g.name, flow_ref=flow_ref(flow),
                              inputs_json=inputs_json(g.inputs, values, context))
     if stored is not None and stored.status == "waiting" and answers:
@@ -99,7 +100,7 @@ async def arun(
     if stored is not None:  # interrupted: go on from what was committed
         settled, stale = restore(g, stored, None, context)
     asks = Asks(given, virtual=_virtual_clock())
-    durable = Durable(store, rid, g, cache=cache)
+    durable = Durable(store, rid, g, cache=cache, table=table)
     return await _start(g, values, options, rid, asks, durable, stored, settled, stale)
 
 
