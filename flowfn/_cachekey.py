@@ -74,7 +74,8 @@ def _bytecode(code: types.CodeType) -> str:
 
 def source_hash(fn: Callable[..., Any]) -> str:
     """Hash of the function's code: its ast without docstrings/comments, else its bytecode."""
-    fn = inspect.unwrap(fn)
+    if hasattr(fn, "__wrapped__"):
+        fn = inspect.unwrap(fn)
     code = getattr(fn, "__code__", None)
     if code is not None:  # closures of one code object share a source: hash it once
         found = _code_hashes.get(code)

@@ -176,7 +176,7 @@ class Durable:
         slot, item = self._slot(span.path)
         if slot is None or not slot.checkpoint:
             return result
-        if result is None and slot.annotation is _NONE:
+        if result is None and (slot.annotation is None or slot.annotation is _NONE):
             text = "null"  # most steps with no output: no encoder needed
         else:
             try:
