@@ -78,7 +78,7 @@ class Items:
             self.begin()
         name, path = self.span.name, self.span.path
         label = f"{name}[{i}]"
-        ispan = Span(label, label if path is name else f"{path}[{i}]")
+        ispan = Span(label, label if path is name else f"{path}[{i}]", self.run_state.epoch)
         self.children[label] = ispan
         self.inner.start_soon(self.item, i, kw, ispan, name=ispan.path)
 

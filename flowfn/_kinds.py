@@ -251,7 +251,7 @@ class RaceKind(Kind):
 def _renew_spans(run: RunState, nodes: tuple[Node, ...]) -> None:
     for m in nodes:
         old = run.span_list[m.index]
-        run.span_list[m.index] = run.spans[m.name] = Span(old.name, old.path)
+        run.span_list[m.index] = run.spans[m.name] = Span(old.name, old.path, old.epoch)
         if m.members:
             _renew_spans(run, m.members)
 

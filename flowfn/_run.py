@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -260,7 +259,6 @@ def _answer_json(g: Graph, path: str, value: Any) -> str:
 async def execute(runner: Runner, timeout: float | None) -> RunResult:
     """Run a prepared runner to its end; its result, or ``RunFailed``."""
     shared = runner.shared
-    epoch = time.time() - trio.current_time()  # wall-clock seconds at run-clock 0
     try:
         await runner.execute(timeout)
     finally:
@@ -280,10 +278,9 @@ async def execute(runner: Runner, timeout: float | None) -> RunResult:
         failures=dict(shared.failures),
         graph_name=g.name,
     )
-    for span in result.walk():
-        span.epoch = epoch
-    order = {s.path: i for i, s in enumerate(result.walk())}  # graph order, not finish order
-    result.waiting = sorted(shared.waiting, key=lambda form: order.get(form.path, 0))
+    if shared.waiting:  # in graph order, not finish order
+        order = {s.path: i for i, s in enumerate(result.walk())}
+        result.waiting = sorted(shared.waiting, key=lambda form: order.get(form.path, 0))
     if runner.failure is not None:
         f = runner.failure
         raise RunFailed(failure_message(f, runner.spans, runner.why_stopped()), result,

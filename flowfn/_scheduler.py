@@ -152,7 +152,12 @@ class Runner(RunState):
 
     async def _run_node(self, node: Node | None) -> None:
         """Run ``node``; then, in the same task, one dependent it made ready (the others
-        are spawned): a chain of steps costs one trio task, not one per step."""
+        are spawned): a chain of steps costs one trio task, not one per step.
+
+        A plain step (``async def``, no options) takes the hot path, ``body``,
+        ``_attempt.single`` and ``start`` written out, because it is most of what a large
+        run does; everything else goes through ``body``.
+        """
         while node is not None:
             if self.stopping or (self.timeout is not None
                                  and self.nursery.cancel_scope.cancel_called):
@@ -162,9 +167,30 @@ class Runner(RunState):
             try:
                 await checkpoint_if_cancelled()  # an outer cancel: don't start
                 if self.settled and span.path in self.settled:
-                    result = self.settled[span.path]  # a resumed run: settled before
+                    result: Any = self.settled[span.path]  # a resumed run: settled before
                 elif node.plain and self.fast:
-                    result = await self._plain(node, span)
+                    args = node.args
+                    kwargs: dict[str, Any] | Skip
+                    if args is not None and self.clean:
+                        results = self.results
+                        kwargs = {}
+                        for param, i in args:
+                            kwargs[param] = results[i]
+                    else:
+                        kwargs = self._gather(node, node.bindings)
+                    if isinstance(kwargs, Skip):
+                        result = kwargs
+                    else:
+                        span.input = kwargs
+                        span.attempts = 1
+                        span.started = self.now()
+                        span.status = "running"
+                        if self.emits:
+                            self.emit("started", span)
+                        try:
+                            result = await node.step.fn(**kwargs)
+                        except Exception as exc:
+                            result = Failed(exc)
                 else:
                     result = await self.body(node, span, self.held)
             except BaseException:  # Cancelled, or a group of them from a container's nursery
@@ -172,31 +198,6 @@ class Runner(RunState):
                 raise
             result = self.settle(span, result)
             node = self._release_carry(node, result)
-
-    async def _plain(self, node: Node, span: Span) -> Any:
-        """An async step with no options: the hot path (``body``, ``_attempt.single`` and
-        ``start`` written out) because it is most of what a large run does."""
-        args = node.args
-        kwargs: dict[str, Any] | Skip
-        if args is not None and self.clean:
-            results = self.results
-            kwargs = {}
-            for param, i in args:
-                kwargs[param] = results[i]
-        else:
-            kwargs = self._gather(node, node.bindings)
-            if isinstance(kwargs, Skip):
-                return kwargs
-        span.input = kwargs
-        span.attempts = 1
-        span.started = self.now()
-        span.status = "running"
-        if self.emits:
-            self.emit("started", span)
-        try:
-            return await node.step.fn(**kwargs)
-        except Exception as exc:
-            return Failed(exc)
 
     async def body(self, node: Node, span: Span, held: Held) -> Any:
         """Skip the node, or produce its result (``held``: the limits whose slot an

@@ -69,7 +69,7 @@ class Span:
                  "cancel", "children", "ended", "epoch", "error", "input", "name", "output",
                  "path", "reason", "started", "status", "winner")
 
-    def __init__(self, name: str, path: str) -> None:
+    def __init__(self, name: str, path: str, epoch: float | None = None) -> None:
         self.name = name
         self.path = path  # "branch1/shout" inside sub-workflows
         self.status: SpanStatus = "pending"
@@ -87,7 +87,7 @@ class Span:
         self.winner: str | None = None  # races only
         self.abandoned = False  # a thread left running after a timeout
         self.cached = False  # the output came from the store's cache
-        self.epoch: float | None = None  # wall-clock seconds at run-clock 0 (set at the end)
+        self.epoch = epoch  # wall-clock seconds at run-clock 0, for started_at / ended_at
         self.attempt_started: float | None = None
         self._log: tuple[Attempt, ...] = ()
 

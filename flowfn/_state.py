@@ -23,6 +23,7 @@ only for spans and messages.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -248,6 +249,7 @@ class Shared:
         self.observers = observers  # logging, OpenTelemetry (``_observe``)
         self.run_id = run_id
         self.failures: dict[str, BaseException] = {}
+        self.epoch = time.time() - trio.current_time()  # wall-clock seconds at run-clock 0
         self.waiting: list[Form] = []  # the forms of ask() steps waiting for an answer
 
 
@@ -269,8 +271,9 @@ class RunState:
         self.prefix = prefix
         names = graph.names
         # by node index: the hot path avoids dict lookups
-        self.span_list = ([Span(name, prefix + name) for name in names] if prefix
-                          else [Span(name, name) for name in names])
+        epoch = self.epoch = shared.epoch
+        self.span_list = ([Span(name, prefix + name, epoch) for name in names] if prefix
+                          else [Span(name, name, epoch) for name in names])
         self.spans = spans if spans is not None else {}
         self.spans.update(zip(names, self.span_list, strict=True))
         self.view = RunView(self.spans, parent, run_id)
