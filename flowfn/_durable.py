@@ -122,14 +122,16 @@ class Durable:
     """The store side of one run: the settle hook, the cache, and the run's forms."""
 
     def __init__(self, store: Store, run_id: str, graph: Graph, *,
-                 cache: str | None = None, table: dict[str, Slot] | None = None) -> None:
+                 cache: str | None = None, table: dict[str, Slot] | None = None,
+                 restored: set[str] | None = None) -> None:
         self.store = store
         self.run_id = run_id
         self.slots = table if table is not None else slots(graph)
         self.refresh = cache == "refresh"
         self.writer: Writer | None = None
         self._encoded: dict[int, str] = {}  # by span id: checked at the settle point
-        self._restored: set[str] | None = None  # read from the store when first needed
+        # paths with a committed successful row (None: read from the store when needed)
+        self._restored: set[str] | None = restored
 
     def _slot(self, path: str) -> tuple[Slot | None, bool]:
         """The slot of a step's path (or of a map item's: ``fetch[3]``)."""

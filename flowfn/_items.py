@@ -80,6 +80,11 @@ class Items:
         label = f"{name}[{i}]"
         ispan = Span(label, label if path is name else f"{path}[{i}]", self.run_state.epoch)
         self.children[label] = ispan
+        settled = self.run_state.settled
+        if settled and ispan.path in settled:  # a resumed run: settled before, no task
+            ispan.input = kw
+            self.done(i, ispan, settled[ispan.path])
+            return
         self.inner.start_soon(self.item, i, kw, ispan, name=ispan.path)
 
     async def item(self, i: int, kw: dict[str, Any], ispan: Span) -> None:
@@ -88,9 +93,7 @@ class Items:
         ispan.input = kw
         try:
             await checkpoint_if_cancelled()  # the map was stopped: don't start
-            if run.settled and ispan.path in run.settled:
-                res = run.settled[ispan.path]  # a resumed run: this item settled before
-            elif self.simple:  # attempt.single, written out: one coroutine less per item
+            if self.simple:  # attempt.single, written out: one coroutine less per item
                 run.start(ispan)
                 try:
                     res = await fn(**kw)
@@ -105,8 +108,13 @@ class Items:
                                 else f"never started: {self.stopped}")
             run.cancelled(ispan, run.why_cancelled(node))
             raise
-        res = run.settle(ispan, res)
+        self.done(i, ispan, res)
+
+    def done(self, i: int, ispan: Span, res: Any) -> None:
+        """Item ``i`` settled: keep its result, pass it on, stop the others on a failure."""
+        res = self.run_state.settle(ispan, res)
         self.results[i] = res
+        node = self.node
         if type(res) is not Failed:
             for out in self.outlets:
                 out.send_nowait(("item", i, res))

@@ -99,7 +99,7 @@ async def arun(
     if stored is not None:  # interrupted: go on from what was committed
         settled, stale = restore(g, stored, None, context)
     asks = Asks(given, virtual=_virtual_clock())
-    durable = Durable(store, rid, g, cache=cache, table=table)
+    durable = Durable(store, rid, g, cache=cache, table=table, restored=set(settled))
     return await _start(g, values, options, rid, asks, durable, stored, settled, stale)
 
 
@@ -140,7 +140,7 @@ async def aresume(
             store.answer_form(run_id, path, _answer_json(g, path, value))
     asks = Asks({**check_answers(g, prior, context), **given}, deadlines,
                 virtual=_virtual_clock())
-    durable = Durable(store, run_id, g, cache=cache)
+    durable = Durable(store, run_id, g, cache=cache, restored=set(settled))
     return await _start(g, values, options, run_id, asks, durable, stored, settled, stale)
 
 
