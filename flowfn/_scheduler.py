@@ -304,18 +304,8 @@ class Runner(RunState):
         return carry
 
     def release(self, node: Node, result: Any, *, member: bool = False) -> None:
-        i = node.index
-        self.results[i] = result
+        self.results[node.index] = result
         kind = type(result)
-        if self.quiet[i] and kind is not Failed and kind is not Waiting:  # most: just wake
-            if not self.stopping:
-                pending = self.pending
-                start, run_node = self.nursery.start_soon, self._run_node
-                for j in node.wakes:
-                    pending[j] -= 1
-                    if pending[j] == 0:
-                        start(run_node, self.nodes[j], name=self.names[j])
-            return
         for d in node.streams_to:  # item-by-item consumers: no more items will come
             self.streams[(node.index, d.index)].close()
         if kind is Waiting:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import pytest
 import trio
 import trio.testing
+from durable_help import Stop, StopAfter, virtual
 
 from flowfn import (
     GraphError,
@@ -31,38 +32,10 @@ from flowfn import (
 )
 
 
-class _Stop(BaseException):
-    """Stands for the process dying right after a commit."""
-
-
-class StopAfter(MemoryStore):
-    """A MemoryStore whose run stops right after the commit holding row number ``k``."""
-
-    def __init__(self, k: int) -> None:
-        super().__init__()
-        self.k = k
-        self.rows = 0
-        self.armed = True
-
-    def write_batch(self, run_id: str, first_seq: int, rows: Any) -> None:
-        super().write_batch(run_id, first_seq, rows)
-        self.rows += len(rows)
-        if self.armed and self.rows >= self.k:
-            self.armed = False
-            raise _Stop
-
-
-def virtual(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    async def main() -> Any:
-        return await fn(*args, **kwargs)
-
-    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-
-
 def stop_then_resume(flow: Any, k: int, **options: Any) -> tuple[StopAfter, Any]:
     """Run ``flow`` until the commit holding row ``k``, then resume it: (store, result)."""
     store = StopAfter(k)
-    with pytest.raises((_Stop, BaseExceptionGroup)):
+    with pytest.raises((Stop, BaseExceptionGroup)):
         virtual(arun, flow, store=store, run_id="job", **options)
     return store, virtual(aresume, flow, "job", store=store)
 
@@ -100,7 +73,7 @@ def added(cube: list[int]) -> int:
 def test_a_map_stopped_in_the_middle_reruns_only_its_unfinished_items() -> None:
     RAN.clear()
     store = StopAfter(9)  # `twenty` and 8 items
-    with pytest.raises((_Stop, BaseExceptionGroup)):
+    with pytest.raises((Stop, BaseExceptionGroup)):
         virtual(arun, graph(added), store=store, run_id="job")
     before = stored_paths(store)
     assert "twenty" in before and len(before) == 9
@@ -117,7 +90,7 @@ def test_every_stop_point_of_a_map_runs_each_item_once_overall() -> None:
     for k in range(1, 22):
         RAN.clear()
         store = StopAfter(k)
-        with pytest.raises((_Stop, BaseExceptionGroup)):
+        with pytest.raises((Stop, BaseExceptionGroup)):
             virtual(arun, graph(added), store=store, run_id="job")
         committed = stored_paths(store)
         RAN.clear()
@@ -161,7 +134,7 @@ def test_subflow_steps_are_stored_by_path_and_not_run_again() -> None:
             "right", "both"} <= stored_paths(store)
     for k in range(1, 7):
         store = StopAfter(k)
-        with pytest.raises((_Stop, BaseExceptionGroup)):
+        with pytest.raises((Stop, BaseExceptionGroup)):
             virtual(arun, graph(both), store=store, run_id="job")
         committed = stored_paths(store)
         seen: list[str] = []
@@ -413,7 +386,7 @@ def receipt(charge: str, slow_step: int, sub: str, keyed_item: list[str]) -> lis
 def test_the_idempotency_key_is_run_id_and_path_across_attempts_and_resumes() -> None:
     KEYS.clear()
     store = StopAfter(1)
-    with pytest.raises((_Stop, BaseExceptionGroup)):
+    with pytest.raises((Stop, BaseExceptionGroup)):
         virtual(arun, graph(receipt), store=store, run_id="order-7",
                 overrides={"twenty": [1, 2]})
     # the stop came before `charge` committed (or right after): resume runs the rest
@@ -450,7 +423,7 @@ def test_a_step_killed_before_its_commit_runs_again_with_the_same_key() -> None:
 def test_an_interrupted_run_is_continued_by_run_with_the_same_id() -> None:
     RAN.clear()
     store = StopAfter(5)
-    with pytest.raises((_Stop, BaseExceptionGroup)):
+    with pytest.raises((Stop, BaseExceptionGroup)):
         virtual(arun, graph(added), store=store, run_id="job")
     RAN.clear()
     result = virtual(arun, graph(added), store=store, run_id="job")

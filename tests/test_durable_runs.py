@@ -14,12 +14,12 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import flows_durable as fd
 import pytest
-import trio
-import trio.testing
+from durable_help import Stop, StopAfter
+from durable_help import virtual as in_virtual_time
 
 from flowfn import (
     GraphError,
@@ -45,32 +45,6 @@ class Client:
     """A connection-like object: it has no data shape, so a store cannot hold it."""
 
 
-class _Stop(BaseException):
-    """Stands for the process dying right after a commit."""
-
-
-class StopAfter(MemoryStore):
-    """A MemoryStore whose run stops right after the commit holding row number ``k``."""
-
-    def __init__(self, k: int) -> None:
-        super().__init__()
-        self.k = k
-        self.rows = 0
-        self.armed = True
-
-    def write_batch(self, run_id: str, first_seq: int, rows: Any) -> None:
-        super().write_batch(run_id, first_seq, rows)
-        self.rows += len(rows)
-        if self.armed and self.rows >= self.k:
-            self.armed = False
-            raise _Stop
-
-
-def in_virtual_time(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    async def main() -> Any:
-        return await fn(*args, **kwargs)
-
-    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def committed_rows() -> int:
@@ -90,7 +64,7 @@ def test_every_step_recovery_runs_each_body_once() -> None:
     for k in range(1, total):
         store = StopAfter(k)
         fd.COMPLETED.clear()
-        with pytest.raises((_Stop, BaseExceptionGroup)):
+        with pytest.raises((Stop, BaseExceptionGroup)):
             in_virtual_time(arun, fd.flow, store=store, run_id="job")
         result = in_virtual_time(aresume, fd.flow, "job", store=store)
         assert result.output == fd.EXPECTED, k
