@@ -48,6 +48,9 @@ from ._state import (
 from ._step import MISSING
 
 checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+#: A task running steps one after another (see ``_run_node``) yields to the others after
+#: this many, so that steps that never wait cannot starve them (the store's writer, say).
+_FAIR = 32
 
 
 class Runner(RunState):
@@ -158,10 +161,14 @@ class Runner(RunState):
         ``_attempt.single`` and ``start`` written out, because it is most of what a large
         run does; everything else goes through ``body``.
         """
+        carried = 0
         while node is not None:
             if self.stopping or (self.timeout is not None
                                  and self.nursery.cancel_scope.cancel_called):
                 return  # the run is stopping (failure or deadline): never start anything new
+            carried += 1
+            if carried % _FAIR == 0:  # steps that never wait: let the other tasks run too
+                await trio.lowlevel.cancel_shielded_checkpoint()
             span = self.span_list[node.index]
             current_span_var.set(span)
             try:
