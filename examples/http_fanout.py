@@ -76,20 +76,20 @@ API_CALL: dict[str, Any] = {
 
 
 # ``client`` is a graph input: one httpx.AsyncClient (one connection pool) for the whole
-# run. It is typed Any because flowfn does not yet accept an arbitrary class such as
-# httpx.AsyncClient as an input type ("Unsupported type").
+# run, passed as it is (flowfn only checks that it is an AsyncClient).
 @step(**API_CALL)
-async def user_ids(client: Any) -> list[int]:
+async def user_ids(client: httpx.AsyncClient) -> list[int]:
     return list((await get_json(client, "/users"))["ids"])
 
 
 @step(**API_CALL)
-async def profile(user_id: Annotated[int, each(user_ids)], client: Any) -> User:
+async def profile(user_id: Annotated[int, each(user_ids)], client: httpx.AsyncClient) -> User:
     return User(**await get_json(client, f"/users/{user_id}"))
 
 
 @step(**API_CALL)
-async def repos(user_id: Annotated[int, each(user_ids)], client: Any) -> list[Repo]:
+async def repos(user_id: Annotated[int, each(user_ids)],
+                client: httpx.AsyncClient) -> list[Repo]:
     return [Repo(**r) for r in await get_json(client, f"/users/{user_id}/repos")]
 
 

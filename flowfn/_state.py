@@ -116,7 +116,7 @@ def argument(b: Binding, up: Node, res: Any, handed: list[int],
         handed.append(up.index)
         return outcome.Error(res.error)
     if kind is Skip:
-        if mode is not Mode.OPTIONAL:
+        if mode is not Mode.OPTIONAL or b.each:  # a skipped list has no items to map over
             return Skip(f"upstream {up.name!r} was skipped ({res.reason})")
         return None
     return outcome.Value(res) if mode is Mode.OUTCOME else res

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 import trio
@@ -517,7 +518,8 @@ def test_http_fanout_logic_in_virtual_time(flow_run) -> None:
             raise module.NotFound("GET /users/2: not found")
         return module.User(user_id, f"u{user_id}", "odd" if user_id % 2 else "even")
 
-    result = flow_run(module.flow, {"client": None}, limits={"api": 8}, overrides={
+    unused = httpx.AsyncClient()  # every step that would use it is overridden
+    result = flow_run(module.flow, {"client": unused}, limits={"api": 8}, overrides={
         module.user_ids: [1, 2, 3, 4],
         module.profile: fake_profile,
         module.repos: lambda user_id, client: [module.Repo("r", user_id)],

@@ -1,4 +1,5 @@
-"""``subflow(flow, inputs={"x": each(xs)})``: one run of a sub-graph per item."""
+"""Maps: one run of a sub-graph per item (``subflow(flow, inputs={"x": each(xs)})``), and
+a map over a skipped list.
 
 from typing import Annotated
 
@@ -75,3 +76,26 @@ def test_each_over_a_graph_input_and_fixed_values(flow_run):
 def test_empty_and_single_item_lists(flow_run, items):
     result = flow_run(graph(joined), overrides={words: items})
     assert result.output == " ".join(w.upper() + "!" for w in items)
+
+
+@step(when=lambda: False)
+def maybe_items() -> list[int]:
+    return [1, 2]
+
+
+@step
+def twice(x: Annotated[int | None, each(maybe_items)]) -> int:
+    return 2 * (x or 0)
+
+
+@step
+def summed(twice: list[int] | None) -> int:
+    return sum(twice or [])
+
+
+def test_a_map_over_a_skipped_list_is_skipped_even_with_an_optional_item(flow_run):
+    result = flow_run(graph(summed))
+    assert result.output == 0
+    span = result.spans["twice"]
+    assert (span.status, span.reason) == (
+        "skipped", "upstream 'maybe_items' was skipped (its when= predicate was false)")
