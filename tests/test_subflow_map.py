@@ -1,5 +1,5 @@
 """Maps: one run of a sub-graph per item (``subflow(flow, inputs={"x": each(xs)})``), and
-a map over a skipped list.
+a map over a skipped list."""
 
 from typing import Annotated
 
