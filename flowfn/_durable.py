@@ -13,6 +13,7 @@ anything runs (:func:`check_storable`).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -67,11 +68,29 @@ def slots(graph: Graph, prefix: str = "") -> dict[str, Slot]:
 _NONE: Any = type(None)
 
 
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def _not_a(value: Any, annotation: Any) -> bool:
+    """``value`` plainly is not of the (plain class) ``annotation``: stored, it could not
+    be read back. Generic and union annotations are left to the encoder."""
+    if not isinstance(annotation, type) or annotation is object:
+        return False
+    try:
+        if annotation is float:
+            return not isinstance(value, int | float) or isinstance(value, bool)
+        return not isinstance(value, annotation)
+    except TypeError:  # TypedDict, a Protocol: no isinstance check
+        return False
+
+
 def _split_item(path: str) -> tuple[str, bool]:
-    """``fetch[3]`` -> (``fetch``, True); ``branch/step`` -> (itself, False)."""
-    if path.endswith("]") and "[" in path:
-        return path[:path.rindex("[")], True
-    return path, False
+    """The slot of a path, and whether the path is a map item: ``fetch[3]`` -> (``fetch``,
+    True); ``branch/step`` -> (itself, False); ``per[2]/step`` (a step inside one run of
+    a mapped sub-workflow) -> (``per/step``, False)."""
+    if "[" not in path:
+        return path, False
+    return _INDEX.sub("", path), path.endswith("]")
 
 
 def check_storable(graph: Graph, context: str, table: dict[str, Slot] | None = None) -> None:
@@ -105,7 +124,9 @@ def inputs_json(specs: Mapping[str, InputSpec], values: Mapping[str, Any], conte
     """The run's inputs as JSON (for the store and for ``resume``)."""
     data: dict[str, Any] = {}
     problems: list[str] = []
-    for name, value in sorted(values.items()):
+    defaults = {name: spec.default for name, spec in specs.items()
+                if spec.default is not MISSING and name not in values}
+    for name, value in sorted({**defaults, **values}.items()):  # same inputs, same JSON
         try:
             data[name] = to_data(value, specs[name].type if name in specs else EMPTY)
             json.dumps(data[name], allow_nan=False)
@@ -178,8 +199,14 @@ class Durable:
         slot, item = self._slot(span.path)
         if slot is None or not slot.checkpoint:
             return result
-        if result is None and (slot.annotation is None or slot.annotation is _NONE):
+        annotation = slot.item_annotation if item else slot.annotation
+        if result is None and (annotation is None or annotation is _NONE):
             text = "null"  # most steps with no output: no encoder needed
+        elif _not_a(result, annotation):
+            return Failed(TypeError(
+                f"step {span.path!r} returned {type(result).__name__} {result!r:.80}, but its "
+                f"return annotation says {getattr(annotation, '__name__', annotation)}; a "
+                "store keeps outputs by their annotation, so fix the one or the other"))
         else:
             try:
                 text = encode(result, slot.item_annotation if item else slot.annotation)
@@ -275,8 +302,8 @@ def restore(graph: Graph, stored: StoredRun, rerun: Iterable[str] | None,
         raise InputError(context, problems, noun="stored value")
     stale = sorted(set(stale))
     for path in _downstream(graph, list(rerun or ())):
-        for key in [k for k in settled if k == path or _split_item(k)[0] == path
-                    or k.startswith(path + "/")]:
+        for key in [k for k in settled if _split_item(k)[0] == path
+                    or _split_item(k)[0].startswith(path + "/")]:
             del settled[key]
     return settled, stale
 

@@ -16,7 +16,7 @@ import trio
 from ._attempt import attempts, caller
 from ._graph import Node
 from ._result import Span, current_span_var
-from ._state import CancelReason, Failed, Held, RunState, Skip, is_output
+from ._state import CancelReason, Failed, Held, RunState, Skip, Waiting, is_output
 from ._step import MISSING
 
 checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
@@ -159,7 +159,10 @@ class Items:
             return count
         assert count is not None
         span.attempts = 1
-        return [self.results[k] for k in range(count)]
+        values = [self.results[k] for k in range(count)]
+        if any(type(v) is Waiting for v in values):
+            return Waiting(None)  # an item waits for an answer: so does the map
+        return values
 
 
 def _item_index(name: str) -> int:

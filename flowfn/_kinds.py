@@ -190,7 +190,12 @@ class RaceKind(Kind):
             current_span_var.set(mspan)
             try:
                 await checkpoint_if_cancelled()  # the race is over: don't start
-                res = run.settle(mspan, await run.body(m, mspan, held))
+                res = await run.body(m, mspan, held)
+                if type(res) is Waiting:  # asked, not answered: settled once the race is over
+                    waiting.append((m, mspan, res))
+                    got[m] = res
+                    return
+                res = run.settle(mspan, res)
             except BaseException:
                 run.cancelled(mspan, run.why_cancelled(node))  # (an inner race's contestants
                 raise                                          # settle with this race)
@@ -209,11 +214,19 @@ class RaceKind(Kind):
                 inner.cancel_scope.cancel()
 
         span.winner = None
+        waiting: list[tuple[Node, Span, Any]] = []
         async with trio.open_nursery() as inner:
             for m in node.members:
                 inner.start_soon(contest, m, name=m.name)
         if span.winner is not None:
+            for m, mspan, _ in waiting:  # a rival won: the question need not be asked
+                got[m] = run.settle(mspan, Skip(f"lost the race {node.name!r} to "
+                                                f"{span.winner!r}"))
             return got[run.graph.by_name[span.winner]]
+        if waiting:  # no winner yet, and someone still has to answer: the race waits too
+            for m, mspan, res in waiting:
+                got[m] = run.settle(mspan, res)
+            return Waiting(None)
         if errors:
             raise ExceptionGroup(
                 f"all {len(node.members)} contestants of race {node.name!r} failed", errors)

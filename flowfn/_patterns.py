@@ -25,7 +25,7 @@ from ._errors import pickle_reduce, relpath
 from ._executors import real_work
 from ._graph import Graph
 from ._graph import graph as make_graph
-from ._inputs import structure_inputs
+from ._inputs import structure, structure_inputs
 from ._step import MISSING, Step
 from ._types import EMPTY
 from ._wiring import Each
@@ -211,6 +211,21 @@ def ask(name: str, answer_type: type[T], *, title: str | None = None,
     if deadline is not None and deadline <= timedelta(0):
         raise ValueError(f"ask({name!r}, deadline={deadline!r}): the deadline must be "
                          "after the question is asked (> 0).")
+
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"ask({name!r}, title={title!r}): the title must be a str")
+    if on_deadline is not MISSING:
+        if deadline is None:
+            raise TypeError(f"ask({name!r}, on_deadline=...): on_deadline applies after a "
+                            "deadline; give deadline= too (a timedelta or seconds).")
+        if not (isinstance(on_deadline, BaseException) or (
+                isinstance(on_deadline, type) and issubclass(on_deadline, BaseException))):
+            converted, bad = structure(on_deadline, answer_type, "on_deadline")
+            if not bad:
+                on_deadline = converted  # the answer it stands for, as an answer would be
+            else:
+                raise TypeError(f"ask({name!r}, on_deadline={on_deadline!r}) is not a valid "
+                                f"answer: {'; '.join(bad)}")
 
     async def asked() -> Any:
         raise TypeError(f"ask {name!r} is answered inside run(); it cannot be called directly")

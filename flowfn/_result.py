@@ -62,6 +62,9 @@ class RunResult:
         item ``fetch[3]``, a step inside one run of a mapped sub-workflow
         ``branch[2]/step``)."""
         name = key.name if isinstance(key, Step) else key
+        if not isinstance(name, str):
+            raise TypeError(f"result.span({key!r}): give a step, or its name or path "
+                            "(like 'fetch', 'fetch[3]' or 'branch/step')")
         span = self.spans.get(name)
         if span is None:
             level: Mapping[str, Span] = self.spans

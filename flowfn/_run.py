@@ -83,6 +83,7 @@ async def arun(
                              "store; pass store=SQLiteStore(...) too.")
         return await _start(g, values, options, rid, Asks(given, virtual=_virtual_clock()))
     _check_cache(g, cache)
+    _check_store(f"run({g.name}, store=...)", store)
     table = slots(g)
     check_storable(g, f"run({g.name}, store=...)", table)
     stored = store.begin_run(rid, graph_name=g.name, flow_ref=flow_ref(flow),
@@ -92,6 +93,10 @@ async def arun(
                              max_concurrency=max_concurrency, limits=limits,
                              timeout=timeout, overrides=overrides, on_event=on_event,
                              executor=executor)
+    if stored is not None and stored.status == "failed":
+        raise RunFailed(f"run {rid!r} failed before (it is in the store as failed); "
+                        f"resume({g.name}, {rid!r}, store=...) runs its failed steps again.",
+                        stored_result(g, stored))
     if stored is not None and stored.status != "running":
         return stored_result(g, stored)  # the same run, asked for again: nothing runs
     settled: dict[str, Any] = {}
@@ -122,6 +127,17 @@ async def aresume(
     g = _as_graph(flow)
     context = f"resume({g.name}, {run_id!r})"
     options = _options(g, max_concurrency, limits, timeout, overrides, on_event, executor)
+    _check_store(f"{context[:-1]}, store=...)", store)
+    if not isinstance(run_id, str) or not run_id:
+        raise TypeError(f"{context}: run_id must be the non-empty str id the run was "
+                        f"started with, got {run_id!r}")
+    if answers is not None and not isinstance(answers, Mapping):
+        raise TypeError(f"{context[:-1]}, answers={answers!r}): answers take a dict of ask() "
+                        "names to answers, like {'approve': {'ok': True}}")
+    if rerun is not None and not (isinstance(rerun, str) or (
+            isinstance(rerun, Sequence) and all(isinstance(r, str | Step) for r in rerun))):
+        raise TypeError(f"{context[:-1]}, rerun={rerun!r}): rerun takes 'changed', or a list of "
+                        "steps (or their names)")
     stored = store.load_run(run_id)
     if stored is None:
         raise StoreError(f"{context}: the store has no run {run_id!r}. Start it with "
@@ -150,6 +166,9 @@ def _options(g: Graph, max_concurrency: int | None, limits: Mapping[str, int] | 
              executor: str | Executor | None, *, inputs: Any = None,
              run_id: Any = None) -> dict[str, Any]:
     """The run options, checked (``_runargs``), as the runner takes them."""
+    if on_event is not None and not callable(on_event):
+        raise TypeError(f"run({g.name}, on_event={on_event!r}): on_event takes a function "
+                        "called with each Event, or None")
     checked = check_run_args(g, inputs=inputs, max_concurrency=max_concurrency,
                              limits=limits, timeout=timeout, overrides=overrides,
                              executor=executor, run_id=run_id)
@@ -224,6 +243,21 @@ async def _run_and_commit(runner: Runner, timeout: float | None, durable: Durabl
     if failed is not None:
         raise failed
     return result
+
+
+def _check_clock(clock: Any) -> None:
+    if clock is not None and not isinstance(clock, trio.abc.Clock):
+        raise TypeError(f"run(clock={clock!r}): clock takes a trio clock, such as "
+                        "trio.testing.MockClock(autojump_threshold=0), or None")
+
+
+def _check_store(context: str, store: Any) -> None:
+    """``store=`` is a store object (not a path, not the class)."""
+    if isinstance(store, type) or not callable(getattr(store, "begin_run", None)):
+        what = f"the class {store.__name__}" if isinstance(store, type) else (
+            f"{store!r} (a {type(store).__name__})")
+        raise TypeError(f"{context}: store= takes a store object, like "
+                        f"SQLiteStore('runs.db') or MemoryStore(); got {what}.")
 
 
 def _check_cache(g: Graph, cache: str | None) -> None:
@@ -345,6 +379,7 @@ def run(
     wrong_place = run_inside_trio_message(_as_graph(flow).name)
     if wrong_place is not None:
         raise RuntimeError(wrong_place)
+    _check_clock(clock)
     return trio.run(
         functools.partial(
             arun, flow, inputs, max_concurrency=max_concurrency, limits=limits,
@@ -382,6 +417,7 @@ def resume(
     bad one raises ``InputError`` and the run stays waiting. A finished run is returned
     as stored. The other options are :func:`run`'s.
     """
+    _check_clock(clock)
     return trio.run(
         functools.partial(
             aresume, flow, run_id, store=store, answers=answers, rerun=rerun,
@@ -398,6 +434,9 @@ def resume(
 def check_answers(graph: Graph, answers: Mapping[str, Any], context: str) -> dict[str, Any]:
     """Every answer converted to its ``ask()`` step's answer type, or one ``InputError``
     with every bad data path; an answer naming no ``ask()`` step is one of them."""
+    if not isinstance(answers, Mapping):
+        raise TypeError(f"{context}: answers take a dict of ask() names to answers, like "
+                        f"{{'approve': {{'ok': True}}}}; got {answers!r}")
     if not answers:
         return {}
     asks = _asks(graph)

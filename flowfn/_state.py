@@ -23,6 +23,7 @@ only for spans and messages.
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -193,6 +194,9 @@ class Caching(Protocol):
     def check_output(self, span: Span, result: Any) -> Any: ...
 
 
+_ITEM = re.compile(r"\[\d+\]")
+
+
 class Asks:
     """The answers and deadlines of a run's ``ask()`` steps, by path (or name).
 
@@ -211,7 +215,13 @@ class Asks:
         self.clock_start = trio.current_time() if virtual else 0.0
 
     def answer(self, path: str, name: str) -> Any:
-        return self.answers.get(path, self.answers.get(name, MISSING))
+        """The answer for the ask at ``path``: by its path, by its path without item
+        indices (``per[2]/ok`` -> ``per/ok``: one answer for every item), or by name."""
+        answers = self.answers
+        if path in answers:
+            return answers[path]
+        plain = _ITEM.sub("", path)
+        return answers[plain] if plain in answers else answers.get(name, MISSING)
 
     def deadline(self, path: str, relative: timedelta | None) -> datetime | None:
         stored = self.deadlines.get(path)

@@ -1,4 +1,4 @@
-"""The ``flowfn`` command (``pip install flowfn[cli]``; also ``python -m flowfn``).
+"""The ``flowfn`` command (``pip install "pyflowfn[cli]"``; also ``python -m flowfn``).
 
     flowfn run flows.py:order_flow -i order_id=ORD-1 --trace trace.json
     flowfn show flows.py:order_flow --format mermaid
