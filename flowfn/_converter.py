@@ -26,7 +26,7 @@ import attrs
 import cattrs
 import cattrs.cols
 
-from ._errors import type_name
+from ._errors import type_name, with_article
 from ._types import opaque_class
 
 
@@ -356,7 +356,7 @@ def problems_of(exc: Exception, path: str) -> list[str]:
             return f"unknown keys: {', '.join(sorted(e.extra_fields))}"
         if isinstance(e, AttributeError) and getattr(e, "name", None) in ("keys", "items"):
             got = type(getattr(e, "obj", None)).__name__
-            return f"invalid value, expected an object with named fields (got a {got})"
+            return f"invalid value, expected an object with named fields (got {with_article(got)})"
         return f"invalid value for type, expected {type_name(tp)}" if tp else str(e)
 
     out = []

@@ -94,7 +94,8 @@ class MapKind(Kind):
                 columns = [[] for _ in mapped]
         lengths = {p: len(c) for p, c in zip(mapped, columns, strict=True)}
         if len(set(lengths.values())) > 1:
-            detail = ", ".join(f"{p}: {n} items" for p, n in lengths.items())
+            detail = ", ".join(f"{p}: {n} item{'' if n == 1 else 's'}"
+                               for p, n in lengths.items())
             return Failed(MapLengthError(
                 f"step {span.path!r} maps over lists of different lengths ({detail}); "
                 "each() parameters are zipped item by item, so their lists must be equally long."

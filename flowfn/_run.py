@@ -142,13 +142,20 @@ async def aresume(
     if stored is None:
         raise StoreError(f"{context}: the store has no run {run_id!r}. Start it with "
                          f"run({g.name}, inputs, store=..., run_id={run_id!r}).", run_id=run_id)
+    if stored.graph_name != g.name:
+        raise StoreError(f"{context}: run {run_id!r} is a run of graph {stored.graph_name!r}"
+                         f", not {g.name!r}; resume it with the flow it was started with"
+                         + (f" ({stored.flow_ref})." if stored.flow_ref else "."),
+                         run_id=run_id)
     if stored.status == "succeeded":
         return stored_result(g, stored)
     values = structure_inputs(g.name, g.inputs, json.loads(stored.inputs_json),
                               context=context)
     prior, deadlines = stored_answers(stored)
     given = check_answers(g, answers or {}, f"{context} answers")  # before any write
-    settled, stale = restore(g, stored, _rerun(g, rerun, stored, context), context)
+    again = _rerun(g, rerun, stored, context)
+    settled, stale = restore(g, stored, again, context)
+    stale = [path for path in stale if path not in again]  # run again: fresh, not stale
     _check_cache(g, cache)
     forms = stored.forms
     for path, value in given.items():

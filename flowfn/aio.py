@@ -30,6 +30,7 @@ import trio
 from ._aioexec import host_loop
 from ._errors import did_you_mean
 from ._result import RunResult
+from ._run import aresume as _trio_aresume
 from ._run import arun as _trio_arun
 
 __all__ = ["arun"]
@@ -47,7 +48,24 @@ async def arun(flow: Any, inputs: Mapping[str, Any] | None = None, **options: An
     cancelling, ``finally`` blocks included, before ``CancelledError`` propagates.
     """
     loop = _running_loop(flow)
-    call = _bind(flow, inputs, options)
+    return await _host(loop, _bind(flow, inputs, options))
+
+
+async def aresume(flow: Any, run_id: str, **options: Any) -> RunResult:
+    """:func:`flowfn.resume` from asyncio code without blocking the event loop — for
+    instance an endpoint that receives a person's answer: ``await flowfn.aio.aresume(flow,
+    run_id, store=store, answers={"approve": {...}})``. Cancellation as for :func:`arun`.
+    """
+    loop = _running_loop(flow)
+    if "clock" in options:
+        raise TypeError(f"flowfn.aio.aresume({_name(flow)}, clock=...): a guest run of trio "
+                        "follows the asyncio loop's real time, so it takes no clock.")
+    return await _host(loop, functools.partial(_trio_aresume, flow, run_id, **options))
+
+
+async def _host(loop: asyncio.AbstractEventLoop,
+                call: Callable[[], Awaitable[RunResult]]) -> RunResult:
+    """Run ``call`` in this loop's shared trio guest run; its result, or its exception."""
     job = _Job(call, loop.create_future(), contextvars.copy_context())
     runtime = await _enter(loop)
     runtime.submit(job)

@@ -476,3 +476,22 @@ def test_the_run_failed_message_carries_the_hint() -> None:
     with pytest.raises(RunFailed) as info:
         run(Step(uses_sleep))
     assert ON_TRIO_HINT in str(info.value)
+
+
+def test_a_waiting_run_is_answered_from_asyncio_without_blocking_the_loop() -> None:
+    from flowfn import MemoryStore, ask
+
+    approve = ask("approve", bool)
+
+    @step
+    def decision(ok: Annotated[bool, approve]) -> str:
+        return "ship" if ok else "hold"
+
+    async def main() -> tuple[str, str, object]:
+        store = MemoryStore()
+        first = await flowfn.aio.arun(graph(decision), store=store, run_id="w")
+        done = await flowfn.aio.aresume(graph(decision), "w", store=store,
+                                        answers={"approve": True})
+        return first.status, done.status, done.output
+
+    assert asyncio.run(main()) == ("waiting", "succeeded", "ship")
