@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import linecache
 import os
+import pickle
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -57,7 +58,20 @@ def pickle_reduce(exc: BaseException) -> tuple[Any, ...]:
     restored after the exception exists, so ``RunFailed.result.error`` may point back at
     it. ``RunFailed.result`` pickles as the end of ``_result`` says.
     """
-    return (_blank, (type(exc), exc.args), dict(exc.__dict__))
+    state = dict(exc.__dict__)
+    cause = exc.__cause__
+    if cause is not None and _travels(cause):  # RunFailed: the step's own exception
+        state["__cause__"] = cause
+    return (_blank, (type(exc), exc.args), state)
+
+
+def _travels(value: BaseException) -> bool:
+    """``value`` survives a pickle round trip (a cause that does not is left behind)."""
+    try:
+        pickle.loads(pickle.dumps(value))
+    except Exception:
+        return False
+    return True
 
 
 class GraphError(Exception):

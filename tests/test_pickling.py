@@ -196,3 +196,14 @@ def test_subflow_and_map_spans_pickle(flow_run: Any) -> None:
     assert got["inner/square"] == [1, 4, 9]
     assert got.span("inner/square").children["square[2]"].output == 9
     assert [s.path for s in got.walk()] == [s.path for s in result.walk()]
+
+
+def test_run_failed_keeps_its_cause_across_pickle_and_copy(flow_run: Any) -> None:
+    @step
+    async def fails() -> None:
+        raise ValueError("the step's own error")
+
+    error = flow_run(graph(fails), expect_failure=True).error
+    for other in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert isinstance(other.__cause__, ValueError)
+        assert str(other.__cause__) == "the step's own error"
