@@ -354,10 +354,19 @@ def problems_of(exc: Exception, path: str) -> list[str]:
             return "required field missing"
         if isinstance(e, cattrs.ForbiddenExtraKeysError):
             return f"unknown keys: {', '.join(sorted(e.extra_fields))}"
+        text = str(e)
+        got = ""
         if isinstance(e, AttributeError) and getattr(e, "name", None) in ("keys", "items"):
             got = type(getattr(e, "obj", None)).__name__
-            return f"invalid value, expected an object with named fields (got {with_article(got)})"
-        return f"invalid value for type, expected {type_name(tp)}" if tp else str(e)
+        elif isinstance(e, TypeError) and text.startswith("argument of type '"):
+            got = text.split("'")[1]  # cattrs tested 'in' on something that is not a mapping
+        if got:
+            return ("invalid value, expected an object with named fields "
+                    f"(got {with_article(got)})")
+        if text.startswith(("Not enough values in ", "Too many values in ")):
+            count = text.split(" in ")[0].lower()
+            return f"invalid value, expected {text.rpartition(' as ')[2]} ({count})"
+        return f"invalid value for type, expected {type_name(tp)}" if tp else text
 
     out = []
     for line in cattrs.transform_error(exc, path=path, format_exception=fmt):

@@ -123,6 +123,9 @@ def subflow(flow: Graph | AnyStep, *, name: str, inputs: Mapping[str, Any] | Non
     output is wired in) or a fixed value — and otherwise from the parent graph's input of
     the same name. Use the same graph in several subflows for independent branches.
     """
+    if not isinstance(flow, Graph | Step):
+        raise TypeError(f"subflow({flow!r}, name={name!r}): the first argument is the flow to "
+                        "run, a graph (graph(...)) or a step")
     sub = flow if isinstance(flow, Graph) else make_graph(flow)
     given = dict(inputs or {})
     unknown = sorted(set(given) - set(sub.inputs))

@@ -223,3 +223,25 @@ def test_text_where_an_object_is_expected_says_so() -> None:
         "1 bad input for run(area)\n"
         "  box: invalid value, expected an object with named fields (got a str)"
     )
+
+
+def test_cattrs_texts_become_flowfn_messages() -> None:
+    from dataclasses import dataclass
+
+    from flowfn import InputError, graph, run, step
+
+    @dataclass
+    class Settings:
+        level: int = 1
+
+    @step
+    def use(settings: Settings, pair: tuple[int, int]) -> int:
+        return settings.level + pair[0]
+
+    with pytest.raises(InputError) as info:
+        run(graph(use), {"settings": 3, "pair": [1]})
+    assert str(info.value) == (
+        "2 bad inputs for run(use)\n"
+        "  settings: invalid value, expected an object with named fields (got an int)\n"
+        "  pair: invalid value, expected tuple[int, int] (not enough values)"
+    )
