@@ -4,6 +4,7 @@ from outcome import Error as Error
 from outcome import Outcome as Outcome
 from outcome import Value as Value
 
+from ._codec import CodecError as CodecError
 from ._errors import GraphError as GraphError
 from ._errors import InputError as InputError
 from ._errors import MapLengthError as MapLengthError
@@ -46,6 +47,7 @@ from ._wiring import each as each
 __all__ = [
     "Attempt",
     "Backoff",
+    "CodecError",
     "Error",
     "Event",
     "Executor",

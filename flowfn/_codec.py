@@ -52,9 +52,14 @@ class CodecError(ValueError):
     ``problems`` holds one ``data.path: what is wrong`` line per problem.
     """
 
+    __module__ = "flowfn"  # raised to users (a step whose output a store cannot hold)
+
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("; ".join(problems))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problems,))
 
 
 def _float_out(value: float) -> float | str:

@@ -10,6 +10,7 @@ import flowfn
 PUBLIC = [
     "Attempt",
     "Backoff",
+    "CodecError",
     "Error",
     "Event",
     "Executor",
