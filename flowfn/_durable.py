@@ -53,16 +53,9 @@ class Slot:
         return self._code
 
 
-def slots(graph: Graph, prefix: str = "") -> dict[str, Slot]:
+def slots(graph: Graph) -> dict[str, Slot]:
     """Every node of ``graph`` and of its sub-workflows, by graph path."""
-    found: dict[str, Slot] = {}
-    for node in graph.nodes:
-        path = prefix + node.name
-        found[path] = Slot(node)
-        if node.kind == "subflow":
-            spec: Any = node.step.container
-            found.update(slots(spec.graph, path + "/"))
-    return found
+    return {path: Slot(node) for path, node in graph.walk()}
 
 
 _NONE: Any = type(None)

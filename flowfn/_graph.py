@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import inspect
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,16 @@ class Graph:
         if len(self.targets) == 1:
             return self.targets[0].output_type
         return dict[str, Any]
+
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, Node]]:
+        """Every node with its graph path, sub-workflows' nodes (``branch/step``) after
+        their sub-workflow's."""
+        for n in self.nodes:
+            path = prefix + n.name
+            yield path, n
+            if n.kind == "subflow":
+                sub: Graph = n.step.container.graph  # type: ignore[union-attr]
+                yield from sub.walk(path + "/")
 
     def to_mermaid(self) -> str:
         return graph_mermaid(self)

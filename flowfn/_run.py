@@ -194,12 +194,7 @@ def _sends(g: Graph) -> bool:
 
 def _all_steps(g: Graph) -> list[Step[Any, Any]]:
     """The steps of a graph and of its sub-workflows."""
-    found = list(g.steps)
-    for n in g.nodes:
-        if n.kind == "subflow":
-            spec: Any = n.step.container
-            found.extend(_all_steps(spec.graph))
-    return found
+    return [node.step for _, node in g.walk()]
 
 
 async def _start(g: Graph, values: dict[str, Any], options: dict[str, Any], run_id: str,
@@ -467,16 +462,9 @@ def check_answers(graph: Graph, answers: Mapping[str, Any], context: str) -> dic
     return out
 
 
-def _asks(graph: Graph, prefix: str = "") -> dict[str, Any]:
+def _asks(graph: Graph) -> dict[str, Any]:
     """The ``ask()`` steps of a graph and its sub-workflows, by path."""
-    found: dict[str, Any] = {}
-    for n in graph.nodes:
-        spec: Any = n.step.container
-        if n.kind == "ask":
-            found[prefix + n.name] = spec
-        elif n.kind == "subflow":
-            found.update(_asks(spec.graph, prefix + n.name + "/"))
-    return found
+    return {path: node.step.container for path, node in graph.walk() if node.kind == "ask"}
 
 
 def failure_message(failure: UnhandledFailure, spans: Mapping[str, Span],

@@ -97,15 +97,9 @@ def check_overrides(graph: Graph, overrides: Mapping[Any, Any], context: str) ->
     return out
 
 
-def overridable(graph: Graph, prefix: str = "") -> list[str]:
+def overridable(graph: Graph) -> list[str]:
     """Every step a run's overrides may name: top-level names, ``branch/step`` paths."""
-    names: list[str] = []
-    for n in graph.nodes:
-        names.append(prefix + n.name)
-        spec = n.step.container
-        if isinstance(spec, SubflowSpec):
-            names.extend(overridable(spec.graph, prefix + n.name + "/"))
-    return names
+    return [path for path, _ in graph.walk()]
 
 
 def route_overrides(graph: Graph, overrides: Mapping[str, Any]
