@@ -144,8 +144,7 @@ class Durable:
         self.refresh = cache == "refresh"
         self.writer: Writer | None = None
         self._encoded: dict[int, str] = {}  # by span id: checked at the settle point
-        # paths with a committed successful row (None: read from the store when needed)
-        self._restored: set[str] | None = restored
+        self.restored = restored or set()  # paths fed back from their committed rows
 
     def _slot(self, path: str) -> tuple[Slot | None, bool]:
         """The slot of a step's path (or of a map item's: ``fetch[3]``)."""
@@ -166,7 +165,7 @@ class Durable:
         path = span.path
         text = self._encoded.pop(id(span), None)  # checked (and encoded) at the settle point
         if text is None and kind is not Failed and span.started is None and (
-                self.restored(path)):
+                path in self.restored):
             return  # read back from its row: rewriting it would lose its attempts and code hash
         slot, item = self._slot(path)
         if slot is None or not slot.checkpoint:
@@ -208,15 +207,6 @@ class Durable:
                                           "cannot hold: " + "; ".join(exc.problems)]))
         self._encoded[id(span)] = text  # the settle hook, called next, writes this text
         return result
-
-    def restored(self, path: str) -> bool:
-        """``path`` has a committed successful row (a resumed run feeds it back without
-        running it)."""
-        if self._restored is None:
-            stored = self.store.load_run(self.run_id)
-            self._restored = set() if stored is None else {
-                p for p, row in stored.steps.items() if row.status == "succeeded"}
-        return path in self._restored
 
     # --- cache ----------------------------------------------------------------------
 
