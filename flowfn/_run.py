@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 from ._aioexec import arun_outside_trio_message, run_inside_trio_message
+from ._answers import answer_json, check_answers
 from ._codec import encode, storable
 from ._durable import (
     Durable,
@@ -26,14 +27,13 @@ from ._durable import (
 )
 from ._errors import (
     GraphError,
-    InputError,
     RunFailed,
     did_you_mean,
     exc_line,
 )
 from ._executors import Executor, Executors, check_sendable
 from ._graph import Graph, graph
-from ._inputs import structure, structure_inputs
+from ._inputs import structure_inputs
 from ._observe import observers
 from ._result import Event, RunResult, RunStatus, Span
 from ._runargs import check_run_args
@@ -160,7 +160,7 @@ async def aresume(
     forms = stored.forms
     for path, value in given.items():
         if path in forms:  # the same answer again is a no-op; another one a StoreError
-            store.answer_form(run_id, path, _answer_json(g, path, value))
+            store.answer_form(run_id, path, answer_json(g, path, value))
     asks = Asks({**check_answers(g, prior, context), **given}, deadlines,
                 virtual=_virtual_clock())
     durable = Durable(store, run_id, g, cache=cache, restored=set(settled))
@@ -287,9 +287,6 @@ def _rerun(g: Graph, rerun: Sequence[str] | str | None, stored: StoredRun,
     return names
 
 
-def _answer_json(g: Graph, path: str, value: Any) -> str:
-    spec = _asks(g)[path]
-    return encode(value, spec.answer_type)
 
 
 async def execute(runner: Runner, timeout: float | None) -> RunResult:
@@ -433,40 +430,6 @@ def resume(
 # --- checks before a run, and the messages after a failed one -----------------------------
 
 
-def check_answers(graph: Graph, answers: Mapping[str, Any], context: str) -> dict[str, Any]:
-    """Every answer converted to its ``ask()`` step's answer type, or one ``InputError``
-    with every bad data path; an answer naming no ``ask()`` step is one of them."""
-    if not isinstance(answers, Mapping):
-        raise TypeError(f"{context}: answers take a dict of ask() names to answers, like "
-                        f"{{'approve': {{'ok': True}}}}; got {answers!r}")
-    if not answers:
-        return {}
-    asks = _asks(graph)
-    by_name = {path.rpartition("/")[2]: path for path in asks}
-    problems: list[str] = []
-    out: dict[str, Any] = {}
-    for key, value in answers.items():
-        path = key if key in asks else by_name.get(key)
-        if path is None:
-            guess = did_you_mean(str(key), list(asks) + list(by_name))
-            hint = f" Did you mean {guess!r}?" if guess else ""
-            known = ", ".join(sorted(asks)) or "none"
-            problems.append(f"{key}: no ask() step has that name.{hint} Asks: {known}.")
-            continue
-        converted, bad = structure(value, asks[path].answer_type, key)
-        problems.extend(bad)
-        if not bad:
-            out[path] = converted
-    if problems:
-        raise InputError(context, problems, noun="answer")
-    return out
-
-
-def _asks(graph: Graph) -> dict[str, Any]:
-    """The ``ask()`` steps of a graph and its sub-workflows, by path."""
-    return {path: node.step.container for path, node in graph.walk() if node.kind == "ask"}
-
-
 def failure_message(failure: UnhandledFailure, spans: Mapping[str, Span],
                     stop: CancelReason) -> str:
     exc = failure.exc
@@ -502,4 +465,3 @@ def cancelled_summary(spans: Mapping[str, Span], stop: CancelReason) -> str:
     if never:
         parts.append("never started: " + ", ".join(sorted(never)))
     return ("\n  " + "; ".join(parts)) if parts else ""
-

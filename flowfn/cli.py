@@ -39,6 +39,7 @@ from rich.live import Live
 from rich.logging import RichHandler
 
 from . import SQLiteStore  # the public name: which module defines it is not our concern
+from ._answers import check_answers
 from ._durable import inputs_json
 from ._errors import GraphError, InputError, RunFailed, did_you_mean
 from ._graph import Graph
@@ -46,7 +47,7 @@ from ._inputs import converter, structure_inputs
 from ._progress import PlainLog, Progress, count_steps, headline, short_name, summary_table
 from ._render import _edges
 from ._result import RunResult
-from ._run import aresume, arun, check_answers
+from ._run import aresume, arun
 from ._runsview import run_text, runs_table, sketch, waiting_text
 from ._store import RUN_STATUSES, StoredRun, StoreError, inputs_hash
 from ._store import Form as StoredForm
