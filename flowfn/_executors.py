@@ -260,7 +260,7 @@ class Executors:
         """Which executor runs ``fn`` for ``step`` (``fn`` differs for an override)."""
         chosen: str | Executor = step.executor
         if fn is not step.fn:  # an override function: run it the way it is written
-            if _is_async(fn):
+            if is_async_callable(fn):
                 return "async"
             if chosen == "async":
                 return "inline"
@@ -334,57 +334,3 @@ def check_sendable(steps: Iterable[Step[Any, Any]],
     """Problems with steps that must be sent to a worker process or a cluster but cannot
     be (not importable, not picklable): one :class:`Problem` naming each."""
     return Executors(default_sync).check_sendable(steps)
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    return is_async_callable(fn)
-
-
-# --- the interface the scheduler uses today (until it holds an Executors per run) -------
-
-_run_threads: trio.lowlevel.RunVar[ThreadExecutor] = trio.lowlevel.RunVar("flowfn_threads")
-
-
-def threads_of_this_run() -> ThreadExecutor:
-    """The thread executor of the current trio run (results come back to this run)."""
-    try:
-        return _run_threads.get()
-    except LookupError:
-        executor = ThreadExecutor()
-        _run_threads.set(executor)
-        return executor
-
-
-def _always() -> bool:
-    return True
-
-
-def _never() -> bool:
-    return False
-
-
-async def in_thread(fn: Callable[..., Any], kwargs: dict[str, Any], *, abandon: bool) -> Any:
-    """Run ``fn(**kwargs)`` in a pool thread (contextvars are copied).
-
-    ``abandon=True`` lets a cancelled step return at once while the thread runs on (a
-    Python thread cannot be interrupted); otherwise cancellation waits for the thread,
-    so no work outlives the run.
-    """
-    with real_work():
-        return await _threads.run_sync(threads_of_this_run().inbox, fn, kwargs,
-                                       _always if abandon else _never)
-
-
-async def call(fn: Callable[..., Any], kwargs: dict[str, Any], executor: str, *,
-               abandon: bool = False) -> Any:
-    """Run one attempt of a step function with the given executor."""
-    if executor == "async":
-        return await fn(**kwargs)
-    if executor == "inline":
-        result = fn(**kwargs)
-        if hasattr(result, "__await__"):
-            return await result
-        return result
-    with real_work():
-        return await _threads.run_sync(threads_of_this_run().inbox, fn, kwargs,
-                                       _always if abandon else _never)
