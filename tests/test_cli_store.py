@@ -7,20 +7,17 @@ in-process through click's runner, which runs the same command object.
 """
 
 import json
-import os
 import re
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import pytest
-from click.testing import CliRunner
+from test_cli import flowfn_cmd, invoke
 
 import flowfn
 from flowfn import SQLiteStore, ask, graph, run, step
-from flowfn.cli import cli
 
 ROOT = Path(flowfn.__file__).resolve().parent.parent
 
@@ -65,18 +62,6 @@ flow = graph(decide)
 COMMAND = "flowfn resume contract-42 --store runs.db --answer {0}=@{0}.json"
 
 
-def env() -> dict[str, str]:
-    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "COLUMNS": "120"}
-
-
-def flowfn_cmd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flowfn", *args], cwd=cwd, env=env(),
-                          capture_output=True, text=True, timeout=60)
-
-
-def invoke(*args: str) -> Any:
-    return CliRunner().invoke(cli, list(args), prog_name="flowfn")
 
 
 def stored(folder: Path) -> flowfn.SQLiteStore:
