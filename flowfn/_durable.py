@@ -13,7 +13,6 @@ anything runs (:func:`check_storable`).
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -22,7 +21,7 @@ from typing import Any, get_args
 from ._cachekey import Uncacheable, cache_key, code_hash, source_hash
 from ._codec import CodecError, decode, encode, storable, to_data
 from ._errors import GraphError, InputError, Problem, def_line, exc_line
-from ._graph import Graph, Node
+from ._graph import Graph, Node, plain_path
 from ._inputs import InputSpec
 from ._result import Form, RunResult, Span
 from ._state import Failed, Skip, Waiting
@@ -61,9 +60,6 @@ def slots(graph: Graph) -> dict[str, Slot]:
 _NONE: Any = type(None)
 
 
-_INDEX = re.compile(r"\[\d+\]")
-
-
 def _not_a(value: Any, annotation: Any) -> bool:
     """``value`` plainly is not of the (plain class) ``annotation``: stored, it could not
     be read back. Generic and union annotations are left to the encoder."""
@@ -83,7 +79,7 @@ def _split_item(path: str) -> tuple[str, bool]:
     a mapped sub-workflow) -> (``per/step``, False)."""
     if "[" not in path:
         return path, False
-    return _INDEX.sub("", path), path.endswith("]")
+    return plain_path(path), path.endswith("]")
 
 
 def check_storable(graph: Graph, context: str, table: dict[str, Slot] | None = None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import re
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -150,6 +151,15 @@ def _collect_parts(parts: tuple[Any, ...]) -> _Parts:
             if inspect.isfunction(part):
                 out.labels.append(part.__name__)
     return out
+
+
+_ITEM = re.compile(r"\[\d+\]")
+
+
+def plain_path(path: str) -> str:
+    """A graph path without its item indices: ``per[2]/ok`` -> ``per/ok`` (the path of
+    the step inside a mapped sub-workflow, as ``Graph.walk`` names it)."""
+    return _ITEM.sub("", path) if "[" in path else path
 
 
 def graph(*parts: AnyStep | types.ModuleType | Graph, name: str | None = None) -> Graph:

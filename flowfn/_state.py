@@ -23,7 +23,6 @@ only for spans and messages.
 
 from __future__ import annotations
 
-import re
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -38,7 +37,7 @@ from ._aioexec import asyncio_hint
 from ._codec import answer_schema
 from ._errors import exc_line
 from ._executors import Executors
-from ._graph import Binding, Graph, Node
+from ._graph import Binding, Graph, Node, plain_path
 from ._observe import Observer
 from ._result import Event, EventKind, Form, RunView, Span
 from ._step import MISSING
@@ -194,9 +193,6 @@ class Caching(Protocol):
     def check_output(self, span: Span, result: Any) -> Any: ...
 
 
-_ITEM = re.compile(r"\[\d+\]")
-
-
 class Asks:
     """The answers and deadlines of a run's ``ask()`` steps, by path (or name).
 
@@ -220,7 +216,7 @@ class Asks:
         answers = self.answers
         if path in answers:
             return answers[path]
-        plain = _ITEM.sub("", path)
+        plain = plain_path(path)
         return answers[plain] if plain in answers else answers.get(name, MISSING)
 
     def deadline(self, path: str, relative: timedelta | None) -> datetime | None:
