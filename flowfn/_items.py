@@ -102,11 +102,8 @@ class Items:
             else:
                 res = await self.attempts(ispan, kw)
         except BaseException:
-            if self.stopped is not None and ispan.reason is None:
-                ispan.cancel = self.stopped
-                ispan.reason = (str(self.stopped) if ispan.started is not None
-                                else f"never started: {self.stopped}")
-            run.cancelled(ispan, run.why_cancelled(node))
+            stopped = self.stopped  # the map stopped its items, or something outside did
+            run.cancelled(ispan, stopped if stopped is not None else run.why_cancelled(node))
             raise
         self.done(i, ispan, res)
 
