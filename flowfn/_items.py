@@ -15,6 +15,7 @@ import trio
 
 from ._attempt import attempts, caller
 from ._graph import Node
+from ._relay import Relay
 from ._result import Span, current_span_var
 from ._state import CancelReason, Failed, Held, RunState, Skip, Waiting, is_output
 from ._step import MISSING
@@ -42,7 +43,7 @@ class Items:
         shared = run.shared
         self.simple = (node.simple and shared.global_limiter is None and fn is node.step.fn
                        and not shared.observers)
-        self.inner: trio.Nursery
+        self.relay = Relay(self.item, f"{span.path}[...]")
 
     def begin(self) -> None:
         span = self.span
@@ -59,16 +60,21 @@ class Items:
         span.children = self.children
         run.collected_items.pop(node.index, None)  # a retried container runs it afresh
         count: int | Skip | None = None
-        async with trio.open_nursery() as inner:
-            self.inner = inner
-            count = await source(self.start)  # a failed item cancels this (count stays None)
-            if isinstance(count, Skip):
-                self.stopped = CancelReason("skip", detail=count.reason)
-                inner.cancel_scope.cancel()
-            else:
-                self.begin()
-                for out in self.outlets:
-                    out.send_nowait(("count", count))
+        try:
+            async with trio.open_nursery() as inner:
+                self.relay.nursery = inner
+                count = await source(self.start)  # a failed item cancels this
+                if isinstance(count, Skip):
+                    self.stopped = CancelReason("skip", detail=count.reason)
+                    inner.cancel_scope.cancel()
+                else:
+                    self.begin()
+                    for out in self.outlets:
+                        out.send_nowait(("count", count))
+        finally:  # items the map was stopped before they started
+            for _, kw, ispan in self.relay.leftover():
+                ispan.input = kw
+                self.cancelled(ispan)
         for out in self.outlets:
             out.close()
         return self.result(count)
@@ -85,10 +91,17 @@ class Items:
             ispan.input = kw
             self.done(i, ispan, settled[ispan.path])
             return
-        self.inner.start_soon(self.item, i, kw, ispan, name=ispan.path)
+        self.relay.push((i, kw, ispan))
 
-    async def item(self, i: int, kw: dict[str, Any], ispan: Span) -> None:
-        run, node, fn = self.run_state, self.node, self.fn
+    def cancelled(self, ispan: Span) -> None:
+        stopped = self.stopped  # the map stopped its items, or something outside did
+        run = self.run_state
+        run.cancelled(ispan, stopped if stopped is not None else run.why_cancelled(self.node))
+
+    async def item(self, job: tuple[int, dict[str, Any], Span]) -> None:
+        """Run one item (in a task of the relay's: see ``_relay``)."""
+        run, fn = self.run_state, self.fn
+        i, kw, ispan = job
         current_span_var.set(ispan)
         ispan.input = kw
         try:
@@ -102,8 +115,7 @@ class Items:
             else:
                 res = await self.attempts(ispan, kw)
         except BaseException:
-            stopped = self.stopped  # the map stopped its items, or something outside did
-            run.cancelled(ispan, stopped if stopped is not None else run.why_cancelled(node))
+            self.cancelled(ispan)
             raise
         self.done(i, ispan, res)
 
@@ -119,7 +131,7 @@ class Items:
             self.first_error = (i, res.error)
             if not node.collect_items:
                 self.stopped = CancelReason("item", detail=str(i))
-                self.inner.cancel_scope.cancel()
+                self.relay.nursery.cancel_scope.cancel()
 
     async def attempts(self, ispan: Span, kw: dict[str, Any]) -> Any:
         """One item's attempts; with ``@step(cache=True)`` and a store, an identical

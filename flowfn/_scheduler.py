@@ -6,8 +6,10 @@ Life of a step::
                                                               \\-> skipped / cancelled
 
 Each node keeps a count of unsettled dependencies. When a node settles, it decrements
-the counts of its dependents and spawns, with ``nursery.start_soon``, exactly those that
-reach zero: no task waits parked for its inputs and there are no level barriers. A
+the counts of its dependents and starts exactly those that reach zero: no task waits
+parked for its inputs and there are no level barriers. Ready steps go to the run's
+:class:`~flowfn._relay.Relay`, which runs them one after another in one task and hands
+the rest to a new task the moment one waits, so steps that never wait cost no task. A
 failure that nothing handles cancels the nursery: every running step is cancelled (its
 ``finally`` blocks run) and no further step starts.
 
@@ -30,6 +32,7 @@ import trio
 from ._attempt import attempts, caller, constant, raises
 from ._graph import Binding, Graph, Node
 from ._kinds import RaceKind, kind_of
+from ._relay import Relay
 from ._result import RunView, Span, current_run_var, current_span_var
 from ._state import (
     IN_PREDICATE,
@@ -48,9 +51,6 @@ from ._state import (
 from ._step import MISSING
 
 checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
-#: A task running steps one after another (see ``_run_node``) yields to the others after
-#: this many, so that steps that never wait cannot starve them (the store's writer, say).
-_FAIR = 32
 
 
 class Runner(RunState):
@@ -86,6 +86,7 @@ class Runner(RunState):
         self.races: RaceKind = parent_runner.races if parent_runner is not None else RaceKind()
         self.timed_out = False
         self.timeout: float | None = None
+        self.relay = Relay(self._run_node, f"flowfn {graph.name}")  # runs the ready steps
 
     # --- the run ---------------------------------------------------------------------
 
@@ -100,11 +101,12 @@ class Runner(RunState):
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
+                self.relay.nursery = nursery
                 if timeout is not None:
                     nursery.cancel_scope.deadline = trio.current_time() + timeout
                     self.timeout = timeout
                 for n in self.graph.roots:
-                    nursery.start_soon(self._run_node, n, name=n.name)
+                    self.relay.push(n)
         except BaseExceptionGroup as group:
             # Step failures never get here (they are results); only what must not be
             # swallowed does, e.g. a KeyboardInterrupt. Give it back bare, as raised.
@@ -113,6 +115,7 @@ class Runner(RunState):
                 raise
         finally:
             current_run_var.reset(token)
+            self._never_started()
         if escaped is not None:
             raise escaped
         scope = self.nursery.cancel_scope
@@ -153,58 +156,60 @@ class Runner(RunState):
 
     # --- one node --------------------------------------------------------------------
 
-    async def _run_node(self, node: Node | None) -> None:
-        """Run ``node``; then, in the same task, one dependent it made ready (the others
-        are spawned): a chain of steps costs one trio task, not one per step.
+    async def _run_node(self, node: Node) -> None:
+        """Run ``node`` and settle it (a job of the run's relay).
 
         A plain step (``async def``, no options) takes the hot path, ``body``,
         ``_attempt.single`` and ``start`` written out, because it is most of what a large
         run does; everything else goes through ``body``.
         """
-        carried = 0
-        while node is not None:
-            if self.stopping or (self.timeout is not None
-                                 and self.nursery.cancel_scope.cancel_called):
-                return  # the run is stopping (failure or deadline): never start anything new
-            carried += 1
-            if carried % _FAIR == 0:  # steps that never wait: let the other tasks run too
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            span = self.span_list[node.index]
-            current_span_var.set(span)
-            try:
-                await checkpoint_if_cancelled()  # an outer cancel: don't start
-                if self.settled and span.path in self.settled:
-                    result: Any = self.settled[span.path]  # a resumed run: settled before
-                elif node.plain and self.fast:
-                    args = node.args
-                    kwargs: dict[str, Any] | Skip
-                    if args is not None and self.clean:
-                        results = self.results
-                        kwargs = {}
-                        for param, i in args:
-                            kwargs[param] = results[i]
-                    else:
-                        kwargs = self._gather(node, node.bindings)
-                    if isinstance(kwargs, Skip):
-                        result = kwargs
-                    else:
-                        span.input = kwargs
-                        span.attempts = 1
-                        span.started = self.now()
-                        span.status = "running"
-                        if self.emits:
-                            self.emit("started", span)
-                        try:
-                            result = await node.step.fn(**kwargs)
-                        except Exception as exc:
-                            result = Failed(exc)
+        if self.stopping or (self.timeout is not None
+                             and self.nursery.cancel_scope.cancel_called):
+            return  # the run is stopping (failure or deadline): never start anything new
+        span = self.span_list[node.index]
+        current_span_var.set(span)
+        try:
+            await checkpoint_if_cancelled()  # an outer cancel: don't start
+            if self.settled and span.path in self.settled:
+                result: Any = self.settled[span.path]  # a resumed run: settled before
+            elif node.plain and self.fast:
+                args = node.args
+                kwargs: dict[str, Any] | Skip
+                if args is not None and self.clean:
+                    results = self.results
+                    kwargs = {}
+                    for param, i in args:
+                        kwargs[param] = results[i]
                 else:
-                    result = await self.body(node, span, self.held)
-            except BaseException:  # Cancelled, or a group of them from a container's nursery
-                self.cancelled(span, self.why_cancelled(node.owner))
-                raise
-            result = self.settle(span, result)
-            node = self._release_carry(node, result)
+                    kwargs = self._gather(node, node.bindings)
+                if isinstance(kwargs, Skip):
+                    result = kwargs
+                else:
+                    span.input = kwargs
+                    span.attempts = 1
+                    span.started = self.now()
+                    span.status = "running"
+                    if self.emits:
+                        self.emit("started", span)
+                    try:
+                        result = await node.step.fn(**kwargs)
+                    except Exception as exc:
+                        result = Failed(exc)
+            else:
+                result = await self.body(node, span, self.held)
+        except BaseException:  # Cancelled, or a group of them from a container's nursery
+            self.cancelled(span, self.why_cancelled(node.owner))
+            raise
+        self._release_quick(node, self.settle(span, result))
+
+    def _never_started(self) -> None:
+        """Steps made ready but never started, because the nursery was cancelled first:
+        cancelled for the reason their task would have found (a stopping run leaves them
+        pending, as ``finish`` reports them)."""
+        for node in self.relay.leftover():
+            if not (self.stopping or (self.timeout is not None
+                                      and self.nursery.cancel_scope.cancel_called)):
+                self.cancelled(self.span_list[node.index], self.why_cancelled(node.owner))
 
     async def body(self, node: Node, span: Span, held: Held) -> Any:
         """Skip the node, or produce its result (``held``: the limits whose slot an
@@ -288,27 +293,22 @@ class Runner(RunState):
 
     # --- after the settle point: failure policy and waking --------------------------
 
-    def _release_carry(self, node: Node, result: Any) -> Node | None:
-        """``release``, except that one newly ready dependent is returned to run in the
-        calling task instead of being spawned."""
+    def _release_quick(self, node: Node, result: Any) -> None:
+        """``release``, without its checks for a node whose settling only wakes its
+        dependents."""
         i = node.index
         kind = type(result)
         if not self.quiet[i] or kind is Failed or kind is Waiting:
             self.release(node, result)
-            return None
+            return
         self.results[i] = result
         if self.stopping:
-            return None
-        pending = self.pending
-        start, run_node = self.nursery.start_soon, self._run_node
-        carry: Node | None = None
+            return
+        pending, nodes, push = self.pending, self.nodes, self.relay.push
         for j in node.wakes:
             pending[j] -= 1
             if pending[j] == 0:
-                if carry is not None:
-                    start(run_node, carry, name=carry.name)
-                carry = self.nodes[j]
-        return carry
+                push(nodes[j])
 
     def release(self, node: Node, result: Any, *, member: bool = False) -> None:
         self.results[node.index] = result
@@ -334,12 +334,11 @@ class Runner(RunState):
             self._unconsumed_failures(node)
         if self.stopping:
             return
-        pending = self.pending
-        start, run_node = self.nursery.start_soon, self._run_node
+        pending, nodes, push = self.pending, self.nodes, self.relay.push
         for i in node.wakes:
             pending[i] -= 1
             if pending[i] == 0:
-                start(run_node, self.nodes[i], name=self.names[i])
+                push(nodes[i])
 
     def _unconsumed_failures(self, consumer: Node) -> None:
         """``consumer`` settled: a failure it was to consume and none of its consumers
