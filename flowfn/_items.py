@@ -62,7 +62,7 @@ class Items:
         count: int | Skip | None = None
         try:
             async with trio.open_nursery() as inner:
-                self.relay.nursery = inner
+                self.relay.open(inner)
                 count = await source(self.start)  # a failed item cancels this
                 if isinstance(count, Skip):
                     self.stopped = CancelReason("skip", detail=count.reason)

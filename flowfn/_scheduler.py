@@ -71,7 +71,7 @@ class Runner(RunState):
         self.fast = (not self.overrides and shared.global_limiter is None
                      and not shared.observers)
         self.pending = list(graph.dep_counts)
-        self.quiet = _quiet(graph)
+        self.quiet, self.alone = _quiet(graph), _alone(graph)
         self.nodes, self.names = graph.nodes, graph.names
         # A resumed run: results settled before, by graph path; such steps are fed
         # through the settle point instead of running (map items too, by their paths).
@@ -101,12 +101,12 @@ class Runner(RunState):
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                self.relay.nursery = nursery
+                self.relay.open(nursery)
                 if timeout is not None:
                     nursery.cancel_scope.deadline = trio.current_time() + timeout
                     self.timeout = timeout
                 for n in self.graph.roots:
-                    self.relay.push(n)
+                    self._ready(n)
         except BaseExceptionGroup as group:
             # Step failures never get here (they are results); only what must not be
             # swallowed does, e.g. a KeyboardInterrupt. Give it back bare, as raised.
@@ -304,11 +304,14 @@ class Runner(RunState):
         self.results[i] = result
         if self.stopping:
             return
-        pending, nodes, push = self.pending, self.nodes, self.relay.push
+        pending, alone, nodes, push = self.pending, self.alone, self.nodes, self.relay.push
         for j in node.wakes:
             pending[j] -= 1
             if pending[j] == 0:
-                push(nodes[j])
+                if alone[j]:
+                    self.relay.spawn(nodes[j])
+                else:
+                    push(nodes[j])
 
     def release(self, node: Node, result: Any, *, member: bool = False) -> None:
         self.results[node.index] = result
@@ -334,11 +337,17 @@ class Runner(RunState):
             self._unconsumed_failures(node)
         if self.stopping:
             return
-        pending, nodes, push = self.pending, self.nodes, self.relay.push
+        pending, nodes = self.pending, self.nodes
         for i in node.wakes:
             pending[i] -= 1
             if pending[i] == 0:
-                push(nodes[i])
+                self._ready(nodes[i])
+
+    def _ready(self, node: Node) -> None:
+        if self.alone[node.index]:
+            self.relay.spawn(node)
+        else:
+            self.relay.push(node)
 
     def _unconsumed_failures(self, consumer: Node) -> None:
         """``consumer`` settled: a failure it was to consume and none of its consumers
@@ -358,6 +367,7 @@ class Runner(RunState):
 
 
 _QUIET: weakref.WeakKeyDictionary[Graph, list[bool]] = weakref.WeakKeyDictionary()
+_ALONE: weakref.WeakKeyDictionary[Graph, list[bool]] = weakref.WeakKeyDictionary()
 
 
 def _quiet(graph: Graph) -> list[bool]:
@@ -368,6 +378,17 @@ def _quiet(graph: Graph) -> list[bool]:
         quiet = _QUIET[graph] = [not (n.streams_to or n.members or n.outcome_sources)
                                  for n in graph.nodes]
     return quiet
+
+
+def _alone(graph: Graph) -> list[bool]:
+    """By node index: the step is certain to wait (a container, a map, a step not run
+    on the trio thread), so it gets a task of its own instead of a place in the relay."""
+    alone = _ALONE.get(graph)
+    if alone is None:
+        alone = _ALONE[graph] = [
+            n.kind != "function" or n.mapped or n.stream_from is not None
+            or n.step.executor != "async" for n in graph.nodes]
+    return alone
 
 
 def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
