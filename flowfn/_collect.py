@@ -61,14 +61,14 @@ def globals_of(fn: Callable[..., Any] | None) -> dict[str, Any]:
     return g
 
 
-@dataclass
+@dataclass(slots=True)
 class Info:
-    """What discovery learned about one step."""
+    """What discovery learned about one step (one per step while a graph is built)."""
 
     step: AnyStep
-    params: list[Param]
-    problems: list[str]
-    when_params: list[Param] | None
+    params: tuple[Param, ...]
+    problems: tuple[str, ...]
+    when_params: tuple[Param, ...] | None
     globalns: dict[str, Any]
 
 
@@ -99,9 +99,10 @@ def discover(given: list[AnyStep]) -> Discovery:
         params, plist = read_params(s.fn)
         when_params = None
         if s.when is not None:
-            when_params, wprobs = read_params(s.when)
+            wparams, wprobs = read_params(s.when)
+            when_params = tuple(wparams)
             plist += [f"when= predicate: {w}" for w in wprobs]
-        found.infos[s] = Info(s, params, plist, when_params, globals_of(s.fn))
+        found.infos[s] = Info(s, tuple(params), tuple(plist), when_params, globals_of(s.fn))
         other = found.known.setdefault(s.name, s)
         if other is not s:
             found.duplicates.setdefault(s.name, [other]).append(s)
@@ -121,7 +122,7 @@ def _upstreams(s: AnyStep, info: Info, found: Discovery) -> list[AnyStep]:
     and the members of a container."""
     out: list[AnyStep] = []
     for params, g in ((info.params, info.globalns),
-                      (info.when_params or [], globals_of(s.when))):
+                      (info.when_params or (), globals_of(s.when))):
         for p in params:
             if isinstance(p.ref, Step):
                 out.append(p.ref)

@@ -29,6 +29,10 @@ class Resolver:
         self.nodes = {s: Node(i, s) for i, s in enumerate(found.infos)}
         self.inputs = GraphInputs()
         self.consumed: set[AnyStep] = set()  # steps something downstream waits for
+        # The last binding made to each upstream, shared by the next consumer that
+        # names the upstream alike (usually by its name): a graph holds a binding per
+        # upstream and parameter name, not one per edge.
+        self.last: list[Binding | None] = [None] * len(self.nodes)  # by node index
 
     def resolve(self) -> dict[AnyStep, Node]:
         for s, info in self.found.infos.items():
@@ -55,15 +59,16 @@ class Resolver:
                 continue
             self.consumed.add(target)
             deps[self.nodes[target]] = None
-        node.deps = list(deps)
-        node.mapped = any(b.each for b in node.bindings)
+        node.deps = tuple(deps)
+        if any(b.each for b in node.bindings):
+            node.mapped = True
         ret = return_annotation(s.fn)
         if s.container is not None:
             ret = s.container.output_type(ret)
         node.output_type = list[ret] if node.mapped and ret is not EMPTY else ret  # type: ignore[valid-type]
 
-    def _bind(self, info: Info, params: list[Param], globalns: dict[str, Any],
-              what: str) -> list[Binding]:
+    def _bind(self, info: Info, params: tuple[Param, ...], globalns: dict[str, Any],
+              what: str) -> tuple[Binding, ...]:
         out: list[Binding] = []
         for p in params:
             if p.problem:
@@ -81,11 +86,19 @@ class Resolver:
                 ), info.step.name))
             else:
                 self.consumed.add(target)
-                out.append(Binding(p.name, self.nodes[target], None, p.mode, p.each, p.default))
+                out.append(self._upstream(p, self.nodes[target]))
                 if p.ref is None and module_steps(globalns).get(p.name) is target:
                     self.inputs.wired_by_name.setdefault(
                         p.name, (info.step, target, p.annotation))
-        return out
+        return tuple(out)
+
+    def _upstream(self, p: Param, node: Node) -> Binding:
+        if p.default is not MISSING:
+            return Binding(p.name, node, None, p.mode, p.each, p.default)
+        b = self.last[node.index]
+        if b is None or b.param != p.name or b.mode is not p.mode or b.each != p.each:
+            b = self.last[node.index] = Binding(p.name, node, None, p.mode, p.each)
+        return b
 
     def _target(self, info: Info, p: Param, globalns: dict[str, Any],
                 what: str) -> AnyStep | bool | None:

@@ -15,8 +15,8 @@ from typing import Any
 from ._errors import exc_line
 from ._render import chrome_trace, gantt, result_json, run_report
 from ._span import (
-    _NO_CHILDREN,
     _NO_INPUT,
+    RARE,
     Attempt,
     Event,
     EventKind,
@@ -137,7 +137,9 @@ class RunResult:
 # :class:`_Portable`, which makes the check only when *pickled*: ``copy.copy`` and
 # ``copy.deepcopy`` of a result keep (or deep-copy) every value as it is.
 
-_SLOTS = tuple(name for name in Span.__slots__ if name != "__dict__")
+#: What a pickled span keeps besides its input and custom attributes: every slot, and
+#: each attribute that lives in ``__dict__`` once set, when it is set.
+_SLOTS = tuple(name for name in Span.__slots__ if name not in ("__dict__", "_input"))
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -196,10 +198,11 @@ def _unwrap_map(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def _reduce_span(span: Span) -> tuple[Any, ...]:
     state = {name: _wrap(getattr(span, name, None)) for name in _SLOTS}
+    state.update((name, _wrap(span.__dict__[name])) for name in RARE if name in span.__dict__)
     state["input"] = _wrap_map(span.input)
     state["children"] = dict(span.children)
     state["_log"] = tuple((a.number, a.started, a.ended, _wrap(a.error)) for a in span._log)
-    state["__dict__"] = _wrap_map(span.__dict__)
+    state["__dict__"] = _wrap_map(span.attributes)
     return (_rebuild_span, (state,))
 
 
@@ -207,8 +210,9 @@ def _rebuild_span(state: dict[str, Any]) -> Span:
     span = object.__new__(Span)
     state = _unwrap_map(state)
     custom = _unwrap_map(state.pop("__dict__"))
-    state["input"] = _unwrap_map(state["input"]) or _NO_INPUT
-    state["children"] = state["children"] or _NO_CHILDREN  # shared, as on a live span
+    state["_input"] = _unwrap_map(state.pop("input")) or _NO_INPUT
+    if not state["children"]:
+        del state["children"]  # the shared empty one, as on a live span
     state["_log"] = tuple(Attempt(n, s, e, _unwrap(err)) for n, s, e, err in state["_log"])
     for name, value in state.items():
         object.__setattr__(span, name, value)

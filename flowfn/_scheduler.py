@@ -31,6 +31,7 @@ from ._attempt import attempts, caller, constant, raises
 from ._graph import Binding, Graph, Node
 from ._kinds import RaceKind, kind_of
 from ._result import RunView, Span, current_run_var, current_span_var
+from ._span import LazyInput
 from ._state import (
     IN_PREDICATE,
     NOTHING_HELD,
@@ -72,7 +73,8 @@ class Runner(RunState):
                      and not shared.observers)
         self.pending = list(graph.dep_counts)
         self.quiet = _quiet(graph)
-        self.nodes, self.names = graph.nodes, graph.names
+        # The hot path's steps read their arguments back from the results (``span.input``).
+        self.arguments = LazyInput(graph.by_name, self.results)
         # A resumed run: results settled before, by graph path; such steps are fed
         # through the settle point instead of running (map items too, by their paths).
         self.settled = parent_runner.settled if parent_runner is not None else settled or {}
@@ -176,19 +178,20 @@ class Runner(RunState):
                 if self.settled and span.path in self.settled:
                     result: Any = self.settled[span.path]  # a resumed run: settled before
                 elif node.plain and self.fast:
-                    args = node.args
                     kwargs: dict[str, Any] | Skip
-                    if args is not None and self.clean:
+                    if node.direct and self.clean:
                         results = self.results
                         kwargs = {}
-                        for param, i in args:
-                            kwargs[param] = results[i]
+                        for b in node.bindings:
+                            kwargs[b.param] = results[b.node.index]  # type: ignore[union-attr]
+                        span.input = self.arguments  # read back from results when asked
                     else:
                         kwargs = self._gather(node, node.bindings)
+                        if not isinstance(kwargs, Skip):
+                            span.input = kwargs
                     if isinstance(kwargs, Skip):
                         result = kwargs
                     else:
-                        span.input = kwargs
                         span.attempts = 1
                         span.started = self.now()
                         span.status = "running"
@@ -235,7 +238,7 @@ class Runner(RunState):
                                       container=True)
         return await kind.run(self, node, span, kwargs, fn, held)
 
-    def _gather(self, node: Node, bindings: list[Binding],
+    def _gather(self, node: Node, bindings: tuple[Binding, ...],
                 consumed: list[int] | None = None) -> dict[str, Any] | Skip:
         """The keyword arguments of a node, or why it must be skipped.
 
@@ -268,7 +271,7 @@ class Runner(RunState):
         for i in handed:  # handled: it no longer fails the run
             self.unconsumed.pop(i, None)
 
-    async def _predicate(self, node: Node, bindings: list[Binding], span: Span) -> Any:
+    async def _predicate(self, node: Node, bindings: tuple[Binding, ...], span: Span) -> Any:
         """Evaluate ``when=``: None to go on, or the node's result (skip or failure)."""
         predicate = node.step.when
         assert predicate is not None
@@ -302,12 +305,13 @@ class Runner(RunState):
         pending = self.pending
         start, run_node = self.nursery.start_soon, self._run_node
         carry: Node | None = None
-        for j in node.wakes:
+        for d in node.wakes:
+            j = d.index
             pending[j] -= 1
             if pending[j] == 0:
                 if carry is not None:
                     start(run_node, carry, name=carry.name)
-                carry = self.nodes[j]
+                carry = d
         return carry
 
     def release(self, node: Node, result: Any, *, member: bool = False) -> None:
@@ -336,10 +340,11 @@ class Runner(RunState):
             return
         pending = self.pending
         start, run_node = self.nursery.start_soon, self._run_node
-        for i in node.wakes:
+        for d in node.wakes:
+            i = d.index
             pending[i] -= 1
             if pending[i] == 0:
-                start(run_node, self.nodes[i], name=self.names[i])
+                start(run_node, d, name=d.name)
 
     def _unconsumed_failures(self, consumer: Node) -> None:
         """``consumer`` settled: a failure it was to consume and none of its consumers
