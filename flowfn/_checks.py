@@ -130,12 +130,10 @@ def edge_types(nodes: dict[AnyStep, Node], infos: Infos, problems: list[Problem]
     """Every upstream's output fits the parameter it flows into."""
     for s, node in nodes.items():
         info = infos[s]
-        params = {p.name: p for p in info.params}
-        for b in node.bindings:
+        for b, expected in zip(node.bindings, info.expects, strict=True):
             up = b.node
             if up is None:
                 continue
-            p = params[b.param]
             provided = up.output_type
             if b.each:
                 iterable, item = element_type(provided)
@@ -157,7 +155,6 @@ def edge_types(nodes: dict[AnyStep, Node], infos: Infos, problems: list[Problem]
                     "per-item results of a step with an each() parameter.",
                 ), s.name))
                 continue
-            expected = p.annotation if b.each else p.value_type
             if not compatible(provided, expected):
                 problems.append(Problem(where(s, info, True), (
                     f"parameter {b.param!r} expects {type_name(expected)}, but step "

@@ -46,10 +46,16 @@ class Resolver:
         node = self.nodes[s]
         for text in info.problems:
             self.problems.append(Problem(where(s, info), (text,), s.name))
-        node.bindings = self._bind(info, info.params, info.globalns, "")
+        assert info.params is not None
+        expects: list[Any] = []
+        node.bindings = self._bind(info, info.params, info.globalns, "", expects)
         if info.when_params is not None and s.when is not None:
             node.when = self._bind(info, info.when_params, globals_of(s.when),
                                    "when= predicate ")
+        # What the checks still need of the parameters is the type each upstream's
+        # output must fit; the rest goes now (problems read the signature again).
+        info.expects = tuple(expects)
+        info.params = info.when_params = None
         deps: dict[Node, None] = {b.node: None for b in node.bindings if b.node is not None}
         deps.update({b.node: None for b in node.when or [] if b.node is not None})
         for a in s.after:
@@ -68,7 +74,9 @@ class Resolver:
         node.output_type = list[ret] if node.mapped and ret is not EMPTY else ret  # type: ignore[valid-type]
 
     def _bind(self, info: Info, params: tuple[Param, ...], globalns: dict[str, Any],
-              what: str) -> tuple[Binding, ...]:
+              what: str, expects: list[Any] | None = None) -> tuple[Binding, ...]:
+        """The parameters' bindings; ``expects`` gets, for each, the type an upstream's
+        output must have to fit it (``EMPTY`` for an input)."""
         out: list[Binding] = []
         for p in params:
             if p.problem:
@@ -79,6 +87,8 @@ class Resolver:
                 continue
             if target is None:
                 out.append(self._input(info, p, globalns, what))
+                if expects is not None:
+                    expects.append(EMPTY)
             elif target is info.step:
                 self.problems.append(Problem(where(info.step, info, True), (
                     f"{what}parameter {p.name!r} is wired to the step itself.",
@@ -87,6 +97,8 @@ class Resolver:
             else:
                 self.consumed.add(target)
                 out.append(self._upstream(p, self.nodes[target]))
+                if expects is not None:
+                    expects.append(p.annotation if p.each else p.value_type)
                 if p.ref is None and module_steps(globalns).get(p.name) is target:
                     self.inputs.wired_by_name.setdefault(
                         p.name, (info.step, target, p.annotation))
