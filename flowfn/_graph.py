@@ -62,9 +62,6 @@ class Graph:
         for n in nodes:
             n.wakes = n.dependents if all(d.owner is None for d in n.dependents) else tuple(
                 d for d in n.dependents if d.owner is None)
-            step = n.step
-            n.simple = (step.executor == "async" and not step.retries
-                        and step.timeout is None and step.limit is None and not step.cache)
             n.plain = (n.simple and n.kind == "function" and not n.mapped
                        and n.stream_from is None and n.when is None)
             n.direct = n.plain and all(b.node is not None and b.mode is Mode.VALUE

@@ -41,7 +41,7 @@ class Node:
     """A step placed in a graph: its bindings and its edges. Identity semantics."""
 
     __slots__ = ("__dict__", "bindings", "dependents", "deps", "direct", "index", "name",
-                 "output_type", "plain", "simple", "step", "wakes")
+                 "output_type", "plain", "step", "wakes")
 
     # Set only on the nodes they apply to (see the module's docstring).
     when: tuple[Binding, ...] | None = None  # the when= predicate's bindings
@@ -69,13 +69,19 @@ class Node:
         self.wakes: tuple[Node, ...] = ()
         self.output_type: Any = EMPTY
         self.name = step.name  # copied: read on every scheduling decision
-        self.simple = False  # async, no retries, timeout or limit: called with no wrapper
         self.plain = False  # simple, and nothing else to decide: the scheduler's hot path
         self.direct = False  # plain, and every parameter an upstream's value
         if step.map != "zip":
             self.map_mode = step.map
         if step.container is not None:
             self.kind = step.container.kind
+
+    @property
+    def simple(self) -> bool:
+        """``async def``, no retries, timeout, limit or cache: called with no wrapper."""
+        step = self.step
+        return (step.executor == "async" and not step.retries and step.timeout is None
+                and step.limit is None and not step.cache)
 
     def __repr__(self) -> str:
         return f"<node {self.name}>"

@@ -197,8 +197,9 @@ def _unwrap_map(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _reduce_span(span: Span) -> tuple[Any, ...]:
-    state = {name: _wrap(getattr(span, name, None)) for name in _SLOTS}
-    state.update((name, _wrap(span.__dict__[name])) for name in RARE if name in span.__dict__)
+    own = span.__dict__  # custom attributes, and those of RARE that are set
+    state = {name: _wrap(getattr(span, name)) for name in _SLOTS}
+    state.update((name, _wrap(own[name])) for name in RARE if name in own)
     state["input"] = _wrap_map(span.input)
     state["children"] = dict(span.children)
     state["_log"] = tuple((a.number, a.started, a.ended, _wrap(a.error)) for a in span._log)
@@ -211,9 +212,10 @@ def _rebuild_span(state: dict[str, Any]) -> Span:
     state = _unwrap_map(state)
     custom = _unwrap_map(state.pop("__dict__"))
     state["_input"] = _unwrap_map(state.pop("input")) or _NO_INPUT
-    if not state["children"]:
-        del state["children"]  # the shared empty one, as on a live span
     state["_log"] = tuple(Attempt(n, s, e, _unwrap(err)) for n, s, e, err in state["_log"])
+    for name in ("children", "_log"):
+        if not state[name]:
+            del state[name]  # the shared empty default, as on a live span
     for name, value in state.items():
         object.__setattr__(span, name, value)
     span.__dict__.update(custom)

@@ -86,8 +86,8 @@ class Span:
     # sets is a slot; what few spans set (a reason, a race's winner, a container's
     # children) is a class-level default below, stored in the span's ``__dict__`` only
     # when set -- the ``__dict__`` that also holds custom attributes (see ``attributes``).
-    __slots__ = ("__dict__", "_input", "_log", "attempt_started", "attempts", "ended", "epoch",
-                 "error", "name", "output", "path", "started", "status")
+    __slots__ = ("__dict__", "_input", "attempts", "ended", "epoch", "error", "name", "output",
+                 "path", "started", "status")
 
     reason: str | None = None
     cancel: Any = None  # why it was cancelled, as data (a _state.CancelReason)
@@ -97,6 +97,9 @@ class Span:
     winner: str | None = None  # races only
     abandoned: bool = False  # a thread left running after a timeout
     cached: bool = False  # the output came from the store's cache
+    # Set by retried, timed or limited steps only (a single try is the span itself).
+    attempt_started: float | None = None
+    _log: tuple[Attempt, ...] = ()
 
     def __init__(self, name: str, path: str, epoch: float | None = None) -> None:
         self.name = name
@@ -109,8 +112,6 @@ class Span:
         self.ended: float | None = None
         self.attempts = 0
         self.epoch = epoch  # wall-clock seconds at run-clock 0, for started_at / ended_at
-        self.attempt_started: float | None = None
-        self._log: tuple[Attempt, ...] = ()
 
     @property
     def input(self) -> Mapping[str, Any]:
@@ -180,7 +181,8 @@ class Span:
 
 
 #: The span's own attributes that live in its ``__dict__`` when set (not custom ones).
-RARE = frozenset({"abandoned", "cached", "cancel", "children", "reason", "winner"})
+RARE = frozenset({"_log", "abandoned", "attempt_started", "cached", "cancel", "children",
+                  "reason", "winner"})
 
 
 class Event(NamedTuple):
