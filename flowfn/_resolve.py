@@ -105,6 +105,8 @@ class Resolver:
         return tuple(out)
 
     def _upstream(self, p: Param, node: Node) -> Binding:
+        """``p`` bound to ``node``'s output: the binding the previous consumer of
+        ``node`` got when it is the same, else a new one."""
         if p.default is not MISSING:
             return Binding(p.name, node, None, p.mode, p.each, p.default)
         b = self.last[node.index]

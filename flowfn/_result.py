@@ -137,8 +137,8 @@ class RunResult:
 # :class:`_Portable`, which makes the check only when *pickled*: ``copy.copy`` and
 # ``copy.deepcopy`` of a result keep (or deep-copy) every value as it is.
 
-#: What a pickled span keeps besides its input and custom attributes: every slot, and
-#: each attribute that lives in ``__dict__`` once set, when it is set.
+#: A span's slots (its input is pickled as a dict; the attributes in ``RARE`` and the
+#: custom ones live in its ``__dict__``).
 _SLOTS = tuple(name for name in Span.__slots__ if name not in ("__dict__", "_input"))
 _PLAIN = (str, int, float, bool, type(None))
 
