@@ -71,10 +71,10 @@ def race_deps(nodes: Iterable[Node], infos: Infos, problems: list[Problem]) -> N
             for d in member.deps:
                 if d in inside and member is not race_node:
                     problems.append(_waits_inside_race(member, d, infos))
-        race_node.deps = [d for d in outer_deps if d is not race_node]
+        race_node.deps = tuple(d for d in outer_deps if d is not race_node)
         for member in tree:
             if member is not race_node and member.owner is not None:
-                member.deps = [member.owner]
+                member.deps = (member.owner,)
     for node in nodes:
         if node.kind == "race":
             node.output_type = _race_output(node)
@@ -130,12 +130,10 @@ def edge_types(nodes: dict[AnyStep, Node], infos: Infos, problems: list[Problem]
     """Every upstream's output fits the parameter it flows into."""
     for s, node in nodes.items():
         info = infos[s]
-        params = {p.name: p for p in info.params}
-        for b in node.bindings:
+        for b, expected in zip(node.bindings, info.expects, strict=True):
             up = b.node
             if up is None:
                 continue
-            p = params[b.param]
             provided = up.output_type
             if b.each:
                 iterable, item = element_type(provided)
@@ -157,7 +155,6 @@ def edge_types(nodes: dict[AnyStep, Node], infos: Infos, problems: list[Problem]
                     "per-item results of a step with an each() parameter.",
                 ), s.name))
                 continue
-            expected = p.annotation if b.each else p.value_type
             if not compatible(provided, expected):
                 problems.append(Problem(where(s, info, True), (
                     f"parameter {b.param!r} expects {type_name(expected)}, but step "
@@ -170,55 +167,60 @@ def edge_types(nodes: dict[AnyStep, Node], infos: Infos, problems: list[Problem]
 
 
 def toposort(nodes: list[Node], infos: Infos, problems: list[Problem]) -> list[Node]:
-    """Kahn's algorithm; a cycle is reported with its path and each function."""
+    """The nodes upstream first; a cycle is reported with its path and each function."""
+    order = _stable_topo(sorted(nodes, key=lambda n: n.index))
+    if order is not None:
+        return order
+    # Kahn's algorithm: what it cannot order is every knot of cycles and what they feed.
     indegree = {n: len(n.deps) for n in nodes}
     children: dict[Node, list[Node]] = {n: [] for n in nodes}
     for n in nodes:
         for d in n.deps:
             children[d].append(n)
     ready = [n for n in nodes if indegree[n] == 0]
-    order: list[Node] = []
     while ready:
-        n = ready.pop()
-        order.append(n)
-        for c in children[n]:
+        for c in children[ready.pop()]:
             indegree[c] -= 1
             if indegree[c] == 0:
                 ready.append(c)
-    if len(order) == len(nodes):
-        # Kahn's pass proved there is no cycle; the order used is the depth-first one
-        # that keeps discovery order wherever the edges allow (stable across runs).
-        return _stable_topo(sorted(nodes, key=lambda n: n.index))
     remaining = {n for n in nodes if indegree[n] > 0}
     for cycle in _cycles(remaining):
         path = " -> ".join(n.name for n in [*cycle, cycle[0]])
         lines = [f"{where(n.step, infos[n.step], True)}" for n in cycle]
         lines.append("A step cannot depend on itself, directly or through other steps.")
         problems.append(Problem(f"cycle: {path}", tuple(lines)))
-    return order
+    return []
 
 
-def _stable_topo(nodes: list[Node]) -> list[Node]:
-    """Topological order that keeps discovery order where the edges allow."""
-    placed: set[Node] = set()
+def _stable_topo(nodes: list[Node]) -> list[Node] | None:
+    """Topological order that keeps discovery order where the edges allow (depth first),
+    or None if there is a cycle. A byte per node (by discovery index) says whether it is
+    placed or on the current path: graph() of 100,000 steps builds no set or dict here."""
+    state = bytearray(len(nodes))  # 0: not seen, 1: on the path (its deps pending), 2: placed
     out: list[Node] = []
     for start in nodes:
-        if start in placed:
+        if state[start.index] == _PLACED:
             continue
         stack: list[tuple[Node, int]] = [(start, 0)]
         while stack:
             n, i = stack.pop()
-            if n in placed:
+            if state[n.index] == _PLACED:
                 continue
+            state[n.index] = _ON_PATH
             if i < len(n.deps):
                 stack.append((n, i + 1))
                 d = n.deps[i]
-                if d not in placed:
+                if state[d.index] == _ON_PATH:
+                    return None
+                if state[d.index] != _PLACED:
                     stack.append((d, 0))
                 continue
-            placed.add(n)
+            state[n.index] = _PLACED
             out.append(n)
     return out
+
+
+_ON_PATH, _PLACED = 1, 2
 
 
 def _cycles(remaining: set[Node]) -> Iterable[list[Node]]:

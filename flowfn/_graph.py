@@ -52,7 +52,6 @@ class Graph:
         self.inputs = inputs
         self.names = [n.name for n in nodes]
         self.by_name = dict(zip(self.names, nodes, strict=True))
-        self.by_step = {n.step: n for n in nodes}
         # Precomputed once for the scheduler, so that a run does no per-graph work.
         self.roots = [n for n in nodes if not n.deps and n.owner is None]
         self.dep_counts = [len(n.deps) for n in nodes]
@@ -61,15 +60,12 @@ class Graph:
         self.limit_checks = [n for n in nodes
                              if n.step.limit is not None or n.kind == "subflow"]
         for n in nodes:
-            n.wakes = [d.index for d in n.dependents if d.owner is None]
-            step = n.step
-            n.simple = (step.executor == "async" and not step.retries
-                        and step.timeout is None and step.limit is None and not step.cache)
+            n.wakes = n.dependents if all(d.owner is None for d in n.dependents) else tuple(
+                d for d in n.dependents if d.owner is None)
             n.plain = (n.simple and n.kind == "function" and not n.mapped
                        and n.stream_from is None and n.when is None)
-            if n.plain and all(b.node is not None and b.mode is Mode.VALUE
-                               for b in n.bindings):
-                n.args = [(b.param, b.node.index) for b in n.bindings if b.node is not None]
+            n.direct = n.plain and all(b.node is not None and b.mode is Mode.VALUE
+                                       for b in n.bindings)
 
     @property
     def steps(self) -> tuple[AnyStep, ...]:
@@ -77,7 +73,11 @@ class Graph:
         return tuple(n.step for n in self.nodes)
 
     def node(self, key: AnyStep | str) -> Node:
-        node = self.by_step.get(key) if isinstance(key, Step) else self.by_name.get(key)
+        if isinstance(key, Step):  # names are unique in a graph: no dict by step needed
+            node = self.by_name.get(key.name)
+            node = node if node is not None and node.step is key else None
+        else:
+            node = self.by_name.get(key)
         if node is None:
             raise KeyError(f"no step {key!r} in {self}")
         return node
@@ -191,6 +191,19 @@ def _build(parts: tuple[Any, ...], name: str | None) -> Graph:
     title = f"graph({name or ', '.join(collected.labels)})"
     if not collected.given and not problems:
         raise GraphError(title, [Problem("", ("graph() needs a step, a module or a graph.",))])
+    order, targets, inputs = _resolve_and_check(collected, title)
+    _plan(order)
+    return Graph(name or ", ".join(collected.labels), order, targets, inputs)
+
+
+def _resolve_and_check(collected: _Parts, title: str,
+                       ) -> tuple[list[Node], list[Node], dict[str, InputSpec]]:
+    """The nodes in topological order, the targets and the inputs, or a GraphError.
+
+    What discovery read (every step's parameters) is freed on return, before planning
+    allocates the scheduler's edges: at 100,000 steps, building a graph took more memory
+    at its peak than the graph holds."""
+    problems = collected.problems
     found = discover(collected.given)
     resolver = Resolver(found, problems)
     nodes = resolver.resolve()
@@ -202,31 +215,40 @@ def _build(parts: tuple[Any, ...], name: str | None) -> Graph:
     order = toposort(list(nodes.values()), found.infos, problems)
     if problems:
         raise GraphError(title, problems)
-    _plan(order)
     for steps in collected.module_sinks:
         collected.targets.extend(s for s in steps if s not in resolver.consumed)
     targets = list(dict.fromkeys(nodes[t] for t in collected.targets))
-    return Graph(name or ", ".join(collected.labels), order, targets, resolver.inputs)
+    return order, targets, resolver.inputs
 
 
 def _plan(order: list[Node]) -> None:
     """Edges the scheduler follows: dependents, Outcome consumers, streamed maps."""
+    # by discovery index (nodes are numbered in topological order at the end)
+    dependents: list[list[Node] | None] = [None] * len(order)
     for n in order:
         for d in n.deps:
-            d.dependents.append(n)
-        for b in [*n.bindings, *(n.when or ())]:  # a when= predicate reads like a step
+            down = dependents[d.index]
+            if down is None:
+                dependents[d.index] = [n]
+            else:
+                down.append(n)
+        for b in (*n.bindings, *(n.when or ())):  # a when= predicate reads like a step
             if b.node is not None and b.mode in (Mode.OUTCOME, Mode.OUTCOME_LIST):
                 if b.node not in n.outcome_sources:
                     n.outcome_sources += (b.node,)
                     b.node.outcome_consumers += 1
                 if b.mode is Mode.OUTCOME_LIST:
                     b.node.collect_items = True
-    _link_streams(order)
+    _link_streams(order, dependents)
     for i, n in enumerate(order):
+        down = dependents[n.index]
+        if down:
+            n.dependents = tuple(down)
+            dependents[n.index] = None  # freed as it goes: the tuples reuse the memory
         n.index = i
 
 
-def _link_streams(order: list[Node]) -> None:
+def _link_streams(order: list[Node], dependents: list[list[Node] | None]) -> None:
     """A map over a map runs item by item, without waiting for the whole upstream map.
 
     That applies when the node's only ``each()`` parameter names a mapped node whose
@@ -234,6 +256,8 @@ def _link_streams(order: list[Node]) -> None:
     as a whole: items arrive one by one.
     """
     for n in order:
+        if not n.mapped:
+            continue
         each_bindings = [b for b in n.bindings if b.each]
         if len(each_bindings) != 1 or n.owner is not None:
             continue
@@ -241,13 +265,15 @@ def _link_streams(order: list[Node]) -> None:
         if up is None or not up.mapped or up.collect_items or up.owner is not None:
             continue
         if any(b.node is up and not b.each for b in n.bindings) or up in [
-            b.node for b in n.when or []
+            b.node for b in n.when or ()
         ]:
             continue
         n.stream_from = up
         up.streams_to += (n,)
-        n.deps.remove(up)
-        up.dependents.remove(n)
+        n.deps = tuple(d for d in n.deps if d is not up)
+        down = dependents[up.index]
+        assert down is not None
+        down.remove(n)
 
 
 __all__ = ["Binding", "Graph", "Node", "graph", "location"]

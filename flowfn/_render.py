@@ -47,7 +47,7 @@ def _edges(g: Graph) -> list[tuple[str, str, str]]:
     edges: list[tuple[str, str, str]] = []
     for n in g.nodes:
         seen = set()
-        for b in n.bindings + (n.when or []):
+        for b in n.bindings + (n.when or ()):
             if b.node is not None and b.node not in seen:
                 seen.add(b.node)
                 edges.append((b.node.name, n.name, "each" if b.each else ""))

@@ -29,6 +29,10 @@ class Resolver:
         self.nodes = {s: Node(i, s) for i, s in enumerate(found.infos)}
         self.inputs = GraphInputs()
         self.consumed: set[AnyStep] = set()  # steps something downstream waits for
+        # The last binding made to each upstream, shared by the next consumer that
+        # names the upstream alike (usually by its name): a graph holds a binding per
+        # upstream and parameter name, not one per edge.
+        self.last: list[Binding | None] = [None] * len(self.nodes)  # by node index
 
     def resolve(self) -> dict[AnyStep, Node]:
         for s, info in self.found.infos.items():
@@ -42,10 +46,16 @@ class Resolver:
         node = self.nodes[s]
         for text in info.problems:
             self.problems.append(Problem(where(s, info), (text,), s.name))
-        node.bindings = self._bind(info, info.params, info.globalns, "")
+        assert info.params is not None
+        expects: list[Any] = []
+        node.bindings = self._bind(info, info.params, info.globalns, "", expects)
         if info.when_params is not None and s.when is not None:
             node.when = self._bind(info, info.when_params, globals_of(s.when),
                                    "when= predicate ")
+        # What the checks still need of the parameters is the type each upstream's
+        # output must fit; the rest goes now (problems read the signature again).
+        info.expects = tuple(expects)
+        info.params = info.when_params = None
         deps: dict[Node, None] = {b.node: None for b in node.bindings if b.node is not None}
         deps.update({b.node: None for b in node.when or [] if b.node is not None})
         for a in s.after:
@@ -55,15 +65,18 @@ class Resolver:
                 continue
             self.consumed.add(target)
             deps[self.nodes[target]] = None
-        node.deps = list(deps)
-        node.mapped = any(b.each for b in node.bindings)
+        node.deps = tuple(deps)
+        if any(b.each for b in node.bindings):
+            node.mapped = True
         ret = return_annotation(s.fn)
         if s.container is not None:
             ret = s.container.output_type(ret)
         node.output_type = list[ret] if node.mapped and ret is not EMPTY else ret  # type: ignore[valid-type]
 
-    def _bind(self, info: Info, params: list[Param], globalns: dict[str, Any],
-              what: str) -> list[Binding]:
+    def _bind(self, info: Info, params: tuple[Param, ...], globalns: dict[str, Any],
+              what: str, expects: list[Any] | None = None) -> tuple[Binding, ...]:
+        """The parameters' bindings; ``expects`` gets, for each, the type an upstream's
+        output must have to fit it (``EMPTY`` for an input)."""
         out: list[Binding] = []
         for p in params:
             if p.problem:
@@ -74,6 +87,8 @@ class Resolver:
                 continue
             if target is None:
                 out.append(self._input(info, p, globalns, what))
+                if expects is not None:
+                    expects.append(EMPTY)
             elif target is info.step:
                 self.problems.append(Problem(where(info.step, info, True), (
                     f"{what}parameter {p.name!r} is wired to the step itself.",
@@ -81,11 +96,23 @@ class Resolver:
                 ), info.step.name))
             else:
                 self.consumed.add(target)
-                out.append(Binding(p.name, self.nodes[target], None, p.mode, p.each, p.default))
+                out.append(self._upstream(p, self.nodes[target]))
+                if expects is not None:
+                    expects.append(p.annotation if p.each else p.value_type)
                 if p.ref is None and module_steps(globalns).get(p.name) is target:
                     self.inputs.wired_by_name.setdefault(
                         p.name, (info.step, target, p.annotation))
-        return out
+        return tuple(out)
+
+    def _upstream(self, p: Param, node: Node) -> Binding:
+        """``p`` bound to ``node``'s output: the binding the previous consumer of
+        ``node`` got when it is the same, else a new one."""
+        if p.default is not MISSING:
+            return Binding(p.name, node, None, p.mode, p.each, p.default)
+        b = self.last[node.index]
+        if b is None or b.param != p.name or b.mode is not p.mode or b.each != p.each:
+            b = self.last[node.index] = Binding(p.name, node, None, p.mode, p.each)
+        return b
 
     def _target(self, info: Info, p: Param, globalns: dict[str, Any],
                 what: str) -> AnyStep | bool | None:

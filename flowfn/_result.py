@@ -15,8 +15,8 @@ from typing import Any
 from ._errors import exc_line
 from ._render import chrome_trace, gantt, result_json, run_report
 from ._span import (
-    _NO_CHILDREN,
     _NO_INPUT,
+    RARE,
     Attempt,
     Event,
     EventKind,
@@ -137,7 +137,9 @@ class RunResult:
 # :class:`_Portable`, which makes the check only when *pickled*: ``copy.copy`` and
 # ``copy.deepcopy`` of a result keep (or deep-copy) every value as it is.
 
-_SLOTS = tuple(name for name in Span.__slots__ if name != "__dict__")
+#: A span's slots (its input is pickled as a dict; the attributes in ``RARE`` and the
+#: custom ones live in its ``__dict__``).
+_SLOTS = tuple(name for name in Span.__slots__ if name not in ("__dict__", "_input"))
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -195,11 +197,13 @@ def _unwrap_map(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _reduce_span(span: Span) -> tuple[Any, ...]:
-    state = {name: _wrap(getattr(span, name, None)) for name in _SLOTS}
+    own = span.__dict__  # custom attributes, and those of RARE that are set
+    state = {name: _wrap(getattr(span, name)) for name in _SLOTS}
+    state.update((name, _wrap(own[name])) for name in RARE if name in own)
     state["input"] = _wrap_map(span.input)
     state["children"] = dict(span.children)
     state["_log"] = tuple((a.number, a.started, a.ended, _wrap(a.error)) for a in span._log)
-    state["__dict__"] = _wrap_map(span.__dict__)
+    state["__dict__"] = _wrap_map(span.attributes)
     return (_rebuild_span, (state,))
 
 
@@ -207,9 +211,11 @@ def _rebuild_span(state: dict[str, Any]) -> Span:
     span = object.__new__(Span)
     state = _unwrap_map(state)
     custom = _unwrap_map(state.pop("__dict__"))
-    state["input"] = _unwrap_map(state["input"]) or _NO_INPUT
-    state["children"] = state["children"] or _NO_CHILDREN  # shared, as on a live span
+    state["_input"] = _unwrap_map(state.pop("input")) or _NO_INPUT
     state["_log"] = tuple(Attempt(n, s, e, _unwrap(err)) for n, s, e, err in state["_log"])
+    for name in ("children", "_log"):
+        if not state[name]:
+            del state[name]  # the shared empty default, as on a live span
     for name, value in state.items():
         object.__setattr__(span, name, value)
     span.__dict__.update(custom)

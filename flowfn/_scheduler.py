@@ -34,6 +34,7 @@ from ._graph import Binding, Graph, Node
 from ._kinds import RaceKind, kind_of
 from ._relay import Relay
 from ._result import RunView, Span, current_run_var, current_span_var
+from ._span import LazyInput
 from ._state import (
     IN_PREDICATE,
     NOTHING_HELD,
@@ -72,7 +73,8 @@ class Runner(RunState):
                      and not shared.observers)
         self.pending = list(graph.dep_counts)
         self.quiet, self.alone = _quiet(graph), _alone(graph)
-        self.nodes, self.names = graph.nodes, graph.names
+        # The hot path's steps read their arguments back from the results (``span.input``).
+        self.arguments = LazyInput(graph.by_name, self.results)
         # A resumed run: results settled before, by graph path; such steps are fed
         # through the settle point instead of running (map items too, by their paths).
         self.settled = parent_runner.settled if parent_runner is not None else settled or {}
@@ -173,19 +175,20 @@ class Runner(RunState):
             if self.settled and span.path in self.settled:
                 result: Any = self.settled[span.path]  # a resumed run: settled before
             elif node.plain and self.fast:
-                args = node.args
                 kwargs: dict[str, Any] | Skip
-                if args is not None and self.clean:
+                if node.direct and self.clean:
                     results = self.results
                     kwargs = {}
-                    for param, i in args:
-                        kwargs[param] = results[i]
+                    for b in node.bindings:
+                        kwargs[b.param] = results[b.node.index]  # type: ignore[union-attr]
+                    span.input = self.arguments  # read back from results when asked
                 else:
                     kwargs = self._gather(node, node.bindings)
+                    if not isinstance(kwargs, Skip):
+                        span.input = kwargs
                 if isinstance(kwargs, Skip):
                     result = kwargs
                 else:
-                    span.input = kwargs
                     span.attempts = 1
                     span.started = self.now()
                     span.status = "running"
@@ -240,7 +243,7 @@ class Runner(RunState):
                                       container=True)
         return await kind.run(self, node, span, kwargs, fn, held)
 
-    def _gather(self, node: Node, bindings: list[Binding],
+    def _gather(self, node: Node, bindings: tuple[Binding, ...],
                 consumed: list[int] | None = None) -> dict[str, Any] | Skip:
         """The keyword arguments of a node, or why it must be skipped.
 
@@ -273,7 +276,7 @@ class Runner(RunState):
         for i in handed:  # handled: it no longer fails the run
             self.unconsumed.pop(i, None)
 
-    async def _predicate(self, node: Node, bindings: list[Binding], span: Span) -> Any:
+    async def _predicate(self, node: Node, bindings: tuple[Binding, ...], span: Span) -> Any:
         """Evaluate ``when=``: None to go on, or the node's result (skip or failure)."""
         predicate = node.step.when
         assert predicate is not None
@@ -304,14 +307,15 @@ class Runner(RunState):
         self.results[i] = result
         if self.stopping:
             return
-        pending, alone, nodes, push = self.pending, self.alone, self.nodes, self.relay.push
-        for j in node.wakes:
+        pending, alone, push = self.pending, self.alone, self.relay.push
+        for d in node.wakes:
+            j = d.index
             pending[j] -= 1
             if pending[j] == 0:
                 if alone[j]:
-                    self.relay.spawn(nodes[j])
+                    self.relay.spawn(d)
                 else:
-                    push(nodes[j])
+                    push(d)
 
     def release(self, node: Node, result: Any, *, member: bool = False) -> None:
         self.results[node.index] = result
@@ -337,11 +341,12 @@ class Runner(RunState):
             self._unconsumed_failures(node)
         if self.stopping:
             return
-        pending, nodes = self.pending, self.nodes
-        for i in node.wakes:
+        pending = self.pending
+        for d in node.wakes:
+            i = d.index
             pending[i] -= 1
             if pending[i] == 0:
-                self._ready(nodes[i])
+                self._ready(d)
 
     def _ready(self, node: Node) -> None:
         if self.alone[node.index]:

@@ -54,6 +54,26 @@ _NO_INPUT: Mapping[str, Any] = MappingProxyType({})
 _NO_CHILDREN: Mapping[str, Span] = MappingProxyType({})
 
 
+class LazyInput:
+    """The arguments of one run's steps, read back from the run's results when asked for.
+
+    A run keeps every step's output anyway; a step whose arguments are all upstream
+    outputs (the scheduler's hot path) was called with exactly those, so its span points
+    here (one object per run) instead of keeping a dict of them: at 100,000 steps, the
+    dicts were a third of what a run added to memory.
+    """
+
+    __slots__ = ("nodes", "results")
+
+    def __init__(self, nodes: Mapping[str, Any], results: list[Any]) -> None:
+        self.nodes = nodes  # the graph's nodes by name
+        self.results = results  # the run's results by node index
+
+    def of(self, span: Span) -> dict[str, Any]:
+        results = self.results
+        return {b.param: results[b.node.index] for b in self.nodes[span.name].bindings}
+
+
 class Span:
     """The record of one step (or one map item) in one run.
 
@@ -62,34 +82,46 @@ class Span:
     custom attribute and listed in :attr:`attributes`.
     """
 
-    # Slots keep a span small (a run creates one per step up front, and small objects
-    # are what keeps a 10,000-step run in the CPU cache); ``__dict__`` is only created
-    # when a step sets a custom attribute on its span.
-    __slots__ = ("__dict__", "_log", "abandoned", "attempt_started", "attempts", "cached",
-                 "cancel", "children", "ended", "epoch", "error", "input", "name", "output",
-                 "path", "reason", "started", "status", "winner")
+    # A run creates one span per step up front, so spans are kept small: what every span
+    # sets is a slot; what few spans set (a reason, a race's winner, a container's
+    # children) is a class-level default below, stored in the span's ``__dict__`` only
+    # when set -- the ``__dict__`` that also holds custom attributes (see ``attributes``).
+    __slots__ = ("__dict__", "_input", "attempts", "ended", "epoch", "error", "name", "output",
+                 "path", "started", "status")
+
+    reason: str | None = None
+    cancel: Any = None  # why it was cancelled, as data (a _state.CancelReason)
+    # Containers (maps, sub-workflows) give their span a dict of its own; every other
+    # span shares this empty, read-only one.
+    children: Mapping[str, Span] = _NO_CHILDREN
+    winner: str | None = None  # races only
+    abandoned: bool = False  # a thread left running after a timeout
+    cached: bool = False  # the output came from the store's cache
+    # Set by retried, timed or limited steps only (a single try is the span itself).
+    attempt_started: float | None = None
+    _log: tuple[Attempt, ...] = ()
 
     def __init__(self, name: str, path: str, epoch: float | None = None) -> None:
         self.name = name
         self.path = path  # "branch1/shout" inside sub-workflows
         self.status: SpanStatus = "pending"
-        self.reason: str | None = None
-        self.cancel: Any = None  # why it was cancelled, as data (a _state.CancelReason)
-        self.input: Mapping[str, Any] = _NO_INPUT
+        self._input: Mapping[str, Any] | LazyInput = _NO_INPUT
         self.output: Any = None
         self.error: BaseException | None = None
         self.started: float | None = None
         self.ended: float | None = None
         self.attempts = 0
-        # Containers (maps, sub-workflows) give their span a dict of its own; every other
-        # span shares this empty, read-only one.
-        self.children: Mapping[str, Span] = _NO_CHILDREN
-        self.winner: str | None = None  # races only
-        self.abandoned = False  # a thread left running after a timeout
-        self.cached = False  # the output came from the store's cache
         self.epoch = epoch  # wall-clock seconds at run-clock 0, for started_at / ended_at
-        self.attempt_started: float | None = None
-        self._log: tuple[Attempt, ...] = ()
+
+    @property
+    def input(self) -> Mapping[str, Any]:
+        """The keyword arguments the step was called with."""
+        given = self._input
+        return given.of(self) if type(given) is LazyInput else given  # type: ignore[return-value]
+
+    @input.setter
+    def input(self, value: Mapping[str, Any] | LazyInput) -> None:
+        self._input = value
 
     if TYPE_CHECKING:  # custom attributes: ``current_span().user_status = "active"``
         def __getattr__(self, name: str) -> Any: ...
@@ -141,11 +173,16 @@ class Span:
     @property
     def attributes(self) -> dict[str, Any]:
         """The custom attributes a step set on its span."""
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k not in RARE}
 
     def __repr__(self) -> str:
         extra = f" reason={self.reason!r}" if self.reason else ""
         return f"<Span {self.path} {self.status}{extra}>"
+
+
+#: The span's own attributes that live in its ``__dict__`` when set (not custom ones).
+RARE = frozenset({"_log", "abandoned", "attempt_started", "cached", "cancel", "children",
+                  "reason", "winner"})
 
 
 class Event(NamedTuple):

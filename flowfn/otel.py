@@ -135,7 +135,7 @@ def _is_cancellation(exc: BaseException) -> bool:
 
 def _copy_attributes(span: Span, otel_span: trace.Span) -> None:
     """Custom attributes the step set on its flowfn span, when they are plain values."""
-    custom: dict[str, Any] = span.__dict__
+    custom: dict[str, Any] = span.attributes
     for key, value in custom.items():
         if isinstance(value, _PLAIN):
             otel_span.set_attribute(f"flowfn.{key}", value)
