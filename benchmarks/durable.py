@@ -62,11 +62,13 @@ class CrashingStore(SQLiteStore):
         super().__init__(path)
         self.left = limit
 
-    def write_batch(self, run_id: str, first_seq: int, rows: Sequence[StepRow]) -> None:
+    def write_batch(self, run_id: str, first_seq: int, rows: Sequence[StepRow], *,
+                    wait: bool = True) -> bool:
         if len(rows) <= self.left:
-            super().write_batch(run_id, first_seq, rows)
+            if not super().write_batch(run_id, first_seq, rows, wait=wait):
+                return False  # (locked: retried with wait=True)
             self.left -= len(rows)
-            return
+            return True
         if self.left:  # part of this batch reaches the file, the rest never does
             super().write_batch(run_id, first_seq, rows[: self.left])
             self.left = 0
