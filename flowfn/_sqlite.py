@@ -1,10 +1,17 @@
 """SQLiteStore: durable runs in one SQLite file (stdlib ``sqlite3``, WAL, JSON text columns).
 
 The schema below is the documented one (docs/durable.md, "Schema"; a test compares them).
-One connection, guarded by a lock, serves the writer's thread and the run's own calls;
-every write is a ``BEGIN IMMEDIATE`` transaction, so a second process waits for the lock
-(``busy_timeout``) instead of failing half-way through. Other processes may read at any
-time (WAL). The test hook ``FLOWFN_STORE_CRASH`` is read here and nowhere else.
+One connection, guarded by a lock, serves the run's own calls, the writer's thread and
+the checkpoint thread; every write is a ``BEGIN IMMEDIATE`` transaction, so a second
+process waits for the lock (``busy_timeout``) instead of failing half-way through. Other
+processes may read at any time (WAL). The test hook ``FLOWFN_STORE_CRASH`` is read here
+and nowhere else.
+
+A batch of step rows is committed on the run's own thread when that takes no waiting
+(the lock is free at once, ``synchronous=NORMAL`` makes no fsync, the batch is not
+huge): a few µs a row, where a worker thread would wait milliseconds for the GIL at
+every statement while the run keeps it busy. Otherwise ``write_batch(wait=False)``
+says so, and the writer runs it again in a thread, where it may wait (see ``_store``).
 """
 
 from __future__ import annotations
@@ -16,10 +23,11 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from ._sqlwrite import STEP_COLUMNS, Checkpointer, insert_steps
 from ._store import (
     FORMAT_VERSION,
     RUN_STATUSES,
@@ -86,87 +94,11 @@ CREATE TABLE cache (
 ) WITHOUT ROWID;
 CREATE INDEX runs_by_status ON runs(status, created_at);
 """
-_STEP_COLUMNS = ("path, status, output_json, code_hash, attempts, error, started_at, "
-                 "ended_at, commit_seq")
-_ROWS_PER_INSERT = 64  # a power of two (see _insert_steps)
 _INLINE_BYTES = 1 << 20  # more output text than this in one batch: written in the thread
 _CHECKPOINT_PAGES = 1000  # SQLite's own default (wal_autocheckpoint)
 
-
-def _insert_sql(count: int, done: bool) -> str:
-    """One INSERT of ``count`` step rows, ``?1`` being the run id. ``done``: rows of
-    succeeded steps with no error or times, 5 values each (path, output_json, code_hash,
-    attempts, commit_seq); else all 9 columns."""
-    row = ("(?1, ?, 'succeeded', ?, ?, ?, NULL, NULL, NULL, ?)" if done
-           else "(?1, " + ", ".join("?" * 9) + ")")
-    return (f"INSERT OR REPLACE INTO steps (run_id, {_STEP_COLUMNS}) VALUES "
-            + ", ".join([row] * count))
-
-
-# Rows go in as multi-row INSERTs rather than executemany(): then the per-row work is
-# SQLite's alone (and done without the GIL). The common row, a step that succeeded, binds
-# 5 values instead of 9, and the status CHECK is an OR of comparisons, where IN (...)
-# builds a temporary index for every row; together these take a row from ~8 to ~2.5 µs
-# on the reference machine. Statements come in a few sizes, so that the sqlite3 module's
-# statement cache keeps each one prepared.
-_SIZES = [1 << k for k in range(_ROWS_PER_INSERT.bit_length())]
-_INSERTS = {(n, done): _insert_sql(n, done) for n in _SIZES for done in (True, False)}
-
-
-def _done(row: StepRow) -> bool:
-    return (row[1] == "succeeded" and row[5] is None and row[6] is None
-            and row[7] is None)
-
-
 _RUN_COLUMNS = ("run_id, graph_name, flow_ref, inputs_json, inputs_hash, status, "
                 "created_at, updated_at, output_json")
-
-
-class _Checkpointer:
-    """Runs ``work`` (a checkpoint) in a thread of its own whenever it is requested.
-
-    SQLite would copy the WAL back into the database file inside whichever commit takes
-    the WAL past 1,000 pages: 20-25 ms (the copy and two fsyncs) on the run's event loop,
-    about once per 15,000 step rows. Instead the store's connection never checkpoints by
-    itself, and asks this thread to once its commits add up to as many pages. The thread
-    holds the store's lock meanwhile (so the checkpoint completes and the WAL starts over,
-    which it cannot while writes go on): a batch that finds the lock taken is written by
-    the run's writer thread instead (see ``write_batch(wait=False)``).
-    """
-
-    def __init__(self, work: Callable[[], None]) -> None:
-        # weakly: a store that is dropped without close() is still collected, and
-        # then its thread ends (see stop())
-        self._work = weakref.WeakMethod(work)
-        self._wanted = threading.Event()
-        self._stop = False
-        self._thread: threading.Thread | None = None
-
-    def request(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, daemon=True,
-                                            name="flowfn-sqlite-checkpoint")
-            self._thread.start()
-        self._wanted.set()
-
-    def _run(self) -> None:
-        while True:
-            self._wanted.wait()
-            self._wanted.clear()
-            work = self._work()
-            if self._stop or work is None:
-                return
-            work()
-            del work
-
-    def stop(self) -> None:
-        self._stop = True
-        self._wanted.set()
-
-    def close(self) -> None:
-        self.stop()
-        if self._thread is not None:
-            self._thread.join()
 
 
 class _Busy(Exception):
@@ -212,7 +144,7 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._commits = 0
         self._crash = _crash_point()
-        self._checkpointer = _Checkpointer(self._checkpoint)
+        self._checkpointer = Checkpointer(self._checkpoint)
         weakref.finalize(self, self._checkpointer.stop)
         self._pages = 0  # about how many pages the commits since the last checkpoint wrote
         try:
@@ -233,7 +165,7 @@ class SQLiteStore:
         sync = "FULL" if self.durability == "power-loss" else "NORMAL"
         db.execute(f"PRAGMA synchronous = {sync}")
         db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA wal_autocheckpoint = 0")  # see _Checkpointer
+        db.execute("PRAGMA wal_autocheckpoint = 0")  # see Checkpointer
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             with self._tx():
@@ -328,7 +260,7 @@ class SQLiteStore:
         rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
             return None
-        steps = self._read(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? "
+        steps = self._read(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? "
                            "ORDER BY commit_seq", (run_id,))
         run = self._run_row(rows[0])
         run.steps.update((r[0], StepRow(*r)) for r in steps)
@@ -424,12 +356,12 @@ class SQLiteStore:
         for row in rows:
             if row.status not in STEP_STATUSES:
                 _check_status(row.status, STEP_STATUSES, f"step {row.path!r}:")
-        if not wait and (self.durability == "power-loss" or sum(
-                len(r.output_json) for r in rows if r.output_json) > _INLINE_BYTES):
+        size = sum(len(r.output_json) for r in rows if r.output_json)
+        if not wait and (self.durability == "power-loss" or size > _INLINE_BYTES):
             return False
         try:
             with self._tx(wait) as db:
-                self._insert_steps(db, run_id, first_seq, rows)
+                insert_steps(db, run_id, first_seq, rows)
                 db.execute("UPDATE runs SET updated_at = ? WHERE run_id = ?",
                            (time.time(), run_id))
                 self._maybe_crash("before-commit", self._commits + 1)
@@ -441,7 +373,7 @@ class SQLiteStore:
                              f"{self.path!r}: {exc}", run_id=run_id, path=first) from None
         self._commits += 1
         self._maybe_crash("after-commit", self._commits)
-        self._wrote(len(rows) // 16 + sum(len(r.output_json or "") for r in rows) // 4096 + 1)
+        self._wrote(len(rows) // 16 + size // 4096 + 1)
         return True
 
     def _checkpoint(self) -> None:
@@ -459,33 +391,6 @@ class SQLiteStore:
         if self._pages >= _CHECKPOINT_PAGES:
             self._pages = 0
             self._checkpointer.request()
-
-    @staticmethod
-    def _insert_steps(db: sqlite3.Connection, run_id: str, seq: int,
-                      rows: Sequence[StepRow]) -> None:
-        """INSERT the rows in order: each stretch of rows of one shape (see
-        :func:`_insert_sql`) ``_ROWS_PER_INSERT`` at a time, then in power-of-two
-        statements."""
-        start, end = 0, len(rows)
-        while start < end:
-            done = _done(rows[start])
-            stop = start + 1
-            while stop < end and _done(rows[stop]) is done:
-                stop += 1
-            size = _ROWS_PER_INSERT
-            while start < stop:
-                while size > stop - start:
-                    size >>= 1
-                values: list[Any] = [run_id]
-                for row in rows[start:start + size]:
-                    if done:
-                        values += (row[0], row[2], row[3], row[4], seq)
-                    else:
-                        values += row[:8]
-                        values.append(seq)
-                    seq += 1
-                db.execute(_INSERTS[size, done], values)
-                start += size
 
     def _maybe_crash(self, where: str, count: int) -> None:
         if self._crash == (where, count):

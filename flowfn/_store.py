@@ -3,12 +3,21 @@
 (SQLiteStore, the durable one, is in ``_sqlite``.)
 
 A step counts as finished once its row is committed. Committing each row on its own would
-cost a transaction per step (17 µs with ``synchronous=NORMAL`` on the reference machine,
-300 µs with FULL), so one :class:`Writer` per run commits *everything settled since its
-last commit* in one transaction, from a worker thread, while the run goes on: the batches
-grow with the load and no timer is involved. Rows are committed in the order they were
-added, which is settle order, so the stored set is always a valid partial run: a step's
-row never lands before the rows of the steps it depended on.
+cost a transaction per step (17-100 µs with ``synchronous=NORMAL`` on the reference
+machine, 300 µs with FULL), so one :class:`Writer` per run commits *everything settled
+since its last commit* in one transaction, while the run goes on. While the run has
+other work ready, the writer lets it go first (up to ``GROUP_ROWS`` rows or
+``GROUP_SECONDS``), so that busy runs make large batches; once nothing else is ready, it
+commits at once: no timer ever holds a row back. Rows are committed in the order they
+were added, which is settle order, so the stored set is always a valid partial run: a
+step's row never lands before the rows of the steps it depended on.
+
+Where the commit runs: SQLite's is a few µs a row of CPU, and a worker thread would
+wait up to 5 ms (the GIL's switch interval) for the GIL at every statement while the
+run's thread computes, so the batch is committed on the run's own thread when the store
+can do that without waiting (``write_batch(wait=False)``), and in a worker thread only
+when it cannot (another process holds the lock, an fsync, a huge batch): the event loop
+never waits for a lock or the disk.
 
 Everything stored is JSON text (see ``_codec``); nothing is ever pickled, so a store can
 be read by ``sqlite3`` or by another process while a run writes it (WAL mode). The
