@@ -6,8 +6,8 @@ A step counts as finished once its row is committed. Committing each row on its 
 cost a transaction per step (17-100 µs with ``synchronous=NORMAL`` on the reference
 machine, 300 µs with FULL), so one :class:`Writer` per run commits *everything settled
 since its last commit* in one transaction, while the run goes on. While the run has
-other work ready, the writer lets it go first (up to ``GROUP_ROWS`` rows or
-``GROUP_SECONDS``), so that busy runs make large batches; once nothing else is ready, it
+other work ready, the writer lets it go first (up to ``GROUP_ROWS`` rows, for
+``GROUP_SECONDS`` at most), so that busy runs make large batches; once nothing else is ready, it
 commits at once: no timer ever holds a row back. Rows are committed in the order they
 were added, which is settle order, so the stored set is always a valid partial run: a
 step's row never lands before the rows of the steps it depended on.
@@ -190,9 +190,12 @@ def _deadline_in(stamp: float | None) -> dt.datetime | None:
 # --- the writer ---------------------------------------------------------------------------
 
 #: While the run has work ready, a store whose commits cost (``threaded``) waits for this
-#: many rows, or this long, before it commits (a commit costs 0.1-0.2 ms, a row ~4 µs).
+#: many rows, this long, or this many turns of the event loop (a clock that stands still
+#: while tasks are ready: trio's MockClock), before it commits (a commit costs 0.1-0.2 ms,
+#: a row 2-4 µs).
 GROUP_ROWS = 1024
 GROUP_SECONDS = 0.02
+GROUP_TURNS = 100
 
 
 class Writer:
@@ -276,13 +279,15 @@ class Writer:
 
     async def _gather(self) -> None:
         """Let the run's other ready tasks go first while they settle more rows, so that
-        one commit holds them all: up to ``GROUP_ROWS`` rows, or ``GROUP_SECONDS``. Never
-        waits for anything else: once no other task is ready to run, it returns."""
+        one commit holds them all (see ``GROUP_ROWS``). Never waits for anything else:
+        once no other task is ready to run, it returns."""
         statistics = trio.lowlevel.current_statistics
         until = trio.current_time() + GROUP_SECONDS
         added = -1
-        while len(self._pending) < GROUP_ROWS and trio.current_time() < until and (
-                self._added != added or statistics().tasks_runnable):
+        for _ in range(GROUP_TURNS):
+            if len(self._pending) >= GROUP_ROWS or trio.current_time() >= until or (
+                    self._added == added and not statistics().tasks_runnable):
+                return
             added = self._added
             await trio.lowlevel.cancel_shielded_checkpoint()
 

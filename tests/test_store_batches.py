@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from flowfn import MemoryStore, SQLiteStore
 from flowfn._store import StepRow, Store, store_writer
@@ -176,3 +177,24 @@ def test_the_wal_is_copied_back_while_the_store_stays_open(tmp_path: Path) -> No
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
+
+
+def test_a_task_that_never_blocks_does_not_hold_rows_back_under_a_virtual_clock(
+        store: Store) -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            async with store_writer(store, "job") as writer:
+
+                async def spin() -> None:  # always ready to run: the clock stands still
+                    while True:
+                        await trio.sleep(0)
+
+                nursery.start_soon(spin)
+                writer.add(StepRow("a", "succeeded", "1", "h"))
+                while writer.committed < 1:  # committed while spin() is still running
+                    await trio.sleep(0)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    stored = store.load_run("job")
+    assert stored is not None and list(stored.steps) == ["a"]
