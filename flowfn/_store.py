@@ -420,7 +420,8 @@ class MemoryStore:
         seqs = self._seqs.setdefault(run_id, {})
         for seq, row in enumerate(rows, first_seq):  # in commit order, as SQLite reads them
             path = row.path
-            steps.pop(path, None)
+            if path in steps:
+                del steps[path]  # a later row of a path goes last, as SQLite orders them
             steps[path] = row  # its seq is filled in by load_run
             seqs[path] = seq
         self._runs[run_id] = replace(run, updated_at=time.time())
