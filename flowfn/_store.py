@@ -259,6 +259,8 @@ class Writer:
                 self._asleep = True
                 await self._wake.wait()
                 self._wake = trio.Event()
+            else:  # rows came while it was busy: the tasks they woke go first, once
+                await trio.lowlevel.cancel_shielded_checkpoint()
             if self._store.threaded:
                 await self._gather()
             batch, self._pending = self._pending, []
@@ -283,10 +285,13 @@ class Writer:
         once no other task is ready to run, it returns."""
         statistics = trio.lowlevel.current_statistics
         until = trio.current_time() + GROUP_SECONDS
-        added = -1
+        added, quiet = -1, 0
         for _ in range(GROUP_TURNS):
-            if len(self._pending) >= GROUP_ROWS or trio.current_time() >= until or (
-                    self._added == added and not statistics().tasks_runnable):
+            if self._added == added and not statistics().tasks_runnable:
+                quiet += 1
+            else:
+                quiet = 0
+            if len(self._pending) >= GROUP_ROWS or trio.current_time() >= until or quiet == 2:
                 return
             added = self._added
             await trio.lowlevel.cancel_shielded_checkpoint()
