@@ -92,12 +92,16 @@ class Checkpointer:
         self._wanted = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()  # two runs of one store may ask at once
 
     def request(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, daemon=True,
-                                            name="flowfn-sqlite-checkpoint")
-            self._thread.start()
+            with self._starting:
+                if self._thread is None:
+                    thread = threading.Thread(target=self._run, daemon=True,
+                                              name="flowfn-sqlite-checkpoint")
+                    thread.start()
+                    self._thread = thread
         self._wanted.set()
 
     def _run(self) -> None:
