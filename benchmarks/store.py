@@ -13,27 +13,26 @@ Three measurements, each the best of ``--repeat`` runs on a fresh file:
 
     python benchmarks/store.py [--repeat 5] [--durability app-crash|power-loss]
 
-The scheduler is not wired to the store yet: this measures the store layer alone.
+This measures the store layer alone, on a raw-trio scheduler (``durable.py`` measures
+flowfn's own W4 with a store).
 
-Results, 2026-12-02 20:30 UTC, SQLite 3.40.1, Python 3.11.7, 2 vCPUs shared with other
-jobs (load average 4-5, so every absolute number is ~3x the idle machine's: raw trio took
-21-27 µs/step here against 7 µs idle, and a bare one-row INSERT+COMMIT 137 µs against
-17.5 µs idle):
+Results, 2026-12-02 23:01 UTC, SQLite 3.40.1, Python 3.11.7, 2 vCPUs shared with other
+jobs (load average 0.7):
 
 | | app-crash (NORMAL) | power-loss (FULL) |
 | --- | --- | --- |
-| one commit per row | 163 µs/row | 2,616 µs/row |
-| group commit, 10,000 rows added at once | 20 µs/row | 18 µs/row |
-| W4-shaped: CPU the run's own thread adds per step | +2.2 µs | +2.0 µs |
-| W4-shaped: CPU the writer thread spends per step (in SQLite, GIL released) | ~9 µs | ~9 µs |
-| W4-shaped: wall clock, paired median with/without | x2.05 | x2.48 |
+| one commit per row | 69.1 µs/row | 364 µs/row |
+| group commit, 10,000 rows added at once | 3.3 µs/row | 4.0 µs/row |
+| W4-shaped: wall clock, paired median with/without | x1.67 | x1.80 |
 
-Reading: the run's thread pays ~2 µs per step (making the row, ``add()``, its share of
-the thread hops); SQLite's ~7-9 µs of CPU per row runs on the writer thread without the
-GIL. On an idle 2-core machine that work overlaps the run, so flowfn's own W4 (13 µs/step)
-would go to about 15 µs/step (x1.2); with no spare core it adds up to ~22 µs/step (x1.7).
-Both meet the target of W4 with SQLiteStore <= 2.0x without a store. The raw-trio DAG
-above is a harsher test (7 µs/step idle, so the same absolute cost is a larger ratio).
+Reading: with ``app-crash`` a batch is committed on the run's own thread (no lock to wait
+for, no fsync), so its cost is SQLite's CPU, ~2.5-3.5 µs a row (this benchmark's rows
+carry start and end times, the 9-value INSERT shape; flowfn's rows of succeeded steps bind
+5 values and cost less), plus ~0.1 ms per commit. With ``power-loss`` every commit
+fsyncs, so batches go to a worker thread, which waits for the GIL at every statement while
+the run computes. Earlier results (20:30 UTC, load 4-5, every batch in the worker thread,
+one ``json_each`` INSERT per batch): 163 / 2,616 µs one commit per row, 20 / 18 µs a row
+in group commit, x2.05 / x2.48 on W4-shaped.
 """
 
 from __future__ import annotations

@@ -179,8 +179,24 @@ def _refuse(obj: Any) -> Any:
     raise TypeError(type(obj).__name__)
 
 
+def _finite(value: float) -> str | None:
+    return float.__repr__(value) if math.isfinite(value) else None  # else "NaN" & co.
+
+
+# A value that is exactly its annotation's JSON-native type: its text directly, the same
+# text the converter and json.dumps would make (a common step output, and a map's items).
+_NATIVE: dict[Any, collections.abc.Callable[[Any], str | None]] = {
+    int: int.__repr__, str: json.encoder.encode_basestring,
+    bool: lambda v: "true" if v else "false", float: _finite,
+}
+
+
 def encode(value: Any, annotation: Any) -> str:
     """``value`` as strict JSON text, by its annotation; :class:`CodecError` with the path."""
+    if type(value) is annotation and annotation in _NATIVE:
+        text = _NATIVE[annotation](value)
+        if text is not None:
+            return text
     data = to_data(value, annotation)
     try:
         return json.dumps(data, allow_nan=False, ensure_ascii=False, separators=(",", ":"))

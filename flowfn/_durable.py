@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, get_args
+from weakref import WeakKeyDictionary, WeakSet
 
 from ._cachekey import Uncacheable, cache_key, code_hash, source_hash
 from ._codec import CodecError, decode, encode, storable, to_data
@@ -30,34 +31,55 @@ from ._store import Form as StoredForm
 from ._store import StepRow, Store, StoredRun, Writer
 from ._types import EMPTY
 
+_NONE: Any = type(None)
+
 
 class Slot:
     """What the store needs to know of one node, found by its graph path."""
 
-    __slots__ = ("_code", "annotation", "checkpoint", "item_annotation", "node")
+    __slots__ = ("_code", "annotation", "checkpoint", "item_annotation", "node", "nothing",
+                 "nothing_item", "null_row", "path")
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, path: str, node: Node) -> None:
+        self.path = path
         self.node = node
         self.annotation = node.output_type
         args = get_args(node.output_type) if node.mapped else ()
         self.item_annotation = args[0] if args else EMPTY
         self.checkpoint = bool(node.step.checkpoint)
+        # ``-> None``: the output is stored as ``null`` with no encoder (most such steps)
+        self.nothing = self.annotation is None or self.annotation is _NONE
+        self.nothing_item = self.item_annotation is None or self.item_annotation is _NONE
         self._code: str | None = None
+        self.null_row: StepRow | None = None  # see null()
+
+    def null(self) -> StepRow:
+        """The row of this step returning None on its first attempt (made once: the row
+        of most steps that return nothing)."""
+        if self.null_row is None:
+            self.null_row = StepRow(self.path, "succeeded", "null", self.code, 1)
+        return self.null_row
 
     @property
     def code(self) -> str:
-        """The hash of the step's code (what ``result.stale`` compares), once per run."""
+        """The hash of the step's code (what ``result.stale`` compares), once per process."""
         if self._code is None:
             self._code = source_hash(self.node.step.fn)
         return self._code
 
 
+# A graph does not change once built, and neither do its steps' code and annotations:
+# its table of slots is made once, and its storability checked once (when it passes).
+_tables: WeakKeyDictionary[Graph, dict[str, Slot]] = WeakKeyDictionary()
+_storable: WeakSet[Graph] = WeakSet()
+
+
 def slots(graph: Graph) -> dict[str, Slot]:
-    """Every node of ``graph`` and of its sub-workflows, by graph path."""
-    return {path: Slot(node) for path, node in graph.walk()}
-
-
-_NONE: Any = type(None)
+    """Every node of ``graph`` and of its sub-workflows, by graph path (do not change it)."""
+    table = _tables.get(graph)
+    if table is None:
+        table = _tables[graph] = {path: Slot(path, node) for path, node in graph.walk()}
+    return table
 
 
 def _not_a(value: Any, annotation: Any) -> bool:
@@ -84,6 +106,8 @@ def _split_item(path: str) -> tuple[str, bool]:
 
 def check_storable(graph: Graph, context: str, table: dict[str, Slot] | None = None) -> None:
     """One ``GraphError`` naming every step whose output a store could not hold."""
+    if graph in _storable:
+        return
     problems: list[Problem] = []
     known: dict[int, str | None] = {}  # by annotation id: most steps share a few types
     for path, slot in (table if table is not None else slots(graph)).items():
@@ -107,6 +131,7 @@ def check_storable(graph: Graph, context: str, table: dict[str, Slot] | None = N
         )))
     if problems:
         raise GraphError(context, problems)
+    _storable.add(graph)
 
 
 def inputs_json(specs: Mapping[str, InputSpec], values: Mapping[str, Any], context: str) -> str:
@@ -128,6 +153,20 @@ def inputs_json(specs: Mapping[str, InputSpec], values: Mapping[str, Any], conte
     return json.dumps(data, sort_keys=True, allow_nan=False, separators=(",", ":"))
 
 
+def _encode_output(path: str, result: Any, annotation: Any) -> str | Failed:
+    """A step's output as JSON text for its annotation, or the ``Failed`` saying why not."""
+    if _not_a(result, annotation):
+        return Failed(TypeError(
+            f"step {path!r} returned {type(result).__name__} {result!r:.80}, but its "
+            f"return annotation says {getattr(annotation, '__name__', annotation)}; a "
+            "store keeps outputs by their annotation, so fix the one or the other"))
+    try:
+        return encode(result, annotation)
+    except CodecError as exc:
+        return Failed(CodecError([f"step {path!r} returned a value the store "
+                                  "cannot hold: " + "; ".join(exc.problems)]))
+
+
 class Durable:
     """The store side of one run: the settle hook, the cache, and the run's forms."""
 
@@ -139,7 +178,10 @@ class Durable:
         self.slots = table if table is not None else slots(graph)
         self.refresh = cache == "refresh"
         self.writer: Writer | None = None
-        self._encoded: dict[int, str] = {}  # by span id: checked at the settle point
+        # The span whose output check_output just encoded, and its row: the settle hook,
+        # called next for the same span, queues that row.
+        self._checked: Span | None = None
+        self._row = StepRow("", "succeeded")
         self.restored = restored or set()  # paths fed back from their committed rows
 
     def _slot(self, path: str) -> tuple[Slot | None, bool]:
@@ -155,13 +197,15 @@ class Durable:
         writer = self.writer
         if writer is None:
             return
+        if self._checked is span and type(result) is not Failed:
+            self._checked = None  # the usual case: check_output made the row just now
+            writer.add(self._row)
+            return
         kind = type(result)
         if kind is Waiting or kind is Skip:
             return  # asked again (or re-evaluated) on resume
         path = span.path
-        text = self._encoded.pop(id(span), None)  # checked (and encoded) at the settle point
-        if text is None and kind is not Failed and span.started is None and (
-                path in self.restored):
+        if kind is not Failed and span.started is None and path in self.restored:
             return  # read back from its row: rewriting it would lose its attempts and code hash
         slot, item = self._slot(path)
         if slot is None or not slot.checkpoint:
@@ -170,38 +214,43 @@ class Durable:
             row = StepRow(path, "failed", None, slot.code, span.attempts or 1,
                           exc_line(result.error))
         else:
-            if text is None:
-                try:
-                    text = encode(result, slot.item_annotation if item else slot.annotation)
-                except CodecError:
-                    return
+            try:
+                text = encode(result, slot.item_annotation if item else slot.annotation)
+            except CodecError:
+                return
             row = StepRow(path, "succeeded", text, slot.code, span.attempts or 1)
         writer.add(row)
 
     def check_output(self, span: Span, result: Any) -> Any:
         """``result``, or a ``Failed`` naming the data path when the store could not hold
         it (DESIGN §4: such a value fails its step). For the settle point to call before
-        it settles an output."""
+        it settles an output: the row is made here, and queued by the settle hook."""
         if self.writer is None or span.started is None:
             return result  # (a restored output never started: its row exists)
-        slot, item = self._slot(span.path)
+        slot = self.slots.get(span.path)
+        if slot is not None and result is None and slot.nothing and span.attempts == 1 and (
+                slot.checkpoint):
+            self._checked = span  # the common case: a step with no output, run once
+            self._row = slot.null_row or slot.null()
+            return result
+        return self._check(span, result)
+
+    def _check(self, span: Span, result: Any) -> Any:
+        """:meth:`check_output` for any step or map item, any output."""
+        path = span.path
+        slot, item = self._slot(path)
         if slot is None or not slot.checkpoint:
             return result
-        annotation = slot.item_annotation if item else slot.annotation
-        if result is None and (annotation is None or annotation is _NONE):
-            text = "null"  # most steps with no output: no encoder needed
-        elif _not_a(result, annotation):
-            return Failed(TypeError(
-                f"step {span.path!r} returned {type(result).__name__} {result!r:.80}, but its "
-                f"return annotation says {getattr(annotation, '__name__', annotation)}; a "
-                "store keeps outputs by their annotation, so fix the one or the other"))
+        if result is None and (slot.nothing_item if item else slot.nothing):
+            text = "null"  # no encoder needed
         else:
-            try:
-                text = encode(result, slot.item_annotation if item else slot.annotation)
-            except CodecError as exc:
-                return Failed(CodecError([f"step {span.path!r} returned a value the store "
-                                          "cannot hold: " + "; ".join(exc.problems)]))
-        self._encoded[id(span)] = text  # the settle hook, called next, writes this text
+            encoded = _encode_output(path, result,
+                                     slot.item_annotation if item else slot.annotation)
+            if isinstance(encoded, Failed):
+                return encoded
+            text = encoded
+        self._checked = span
+        self._row = StepRow(path, "succeeded", text, slot.code, span.attempts or 1)
         return result
 
     # --- cache ----------------------------------------------------------------------

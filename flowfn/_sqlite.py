@@ -1,10 +1,17 @@
 """SQLiteStore: durable runs in one SQLite file (stdlib ``sqlite3``, WAL, JSON text columns).
 
 The schema below is the documented one (docs/durable.md, "Schema"; a test compares them).
-One connection, guarded by a lock, serves the writer's thread and the run's own calls;
-every write is a ``BEGIN IMMEDIATE`` transaction, so a second process waits for the lock
-(``busy_timeout``) instead of failing half-way through. Other processes may read at any
-time (WAL). The test hook ``FLOWFN_STORE_CRASH`` is read here and nowhere else.
+One connection, guarded by a lock, serves the run's own calls, the writer's thread and
+the checkpoint thread; every write is a ``BEGIN IMMEDIATE`` transaction, so a second
+process waits for the lock (``busy_timeout``) instead of failing half-way through. Other
+processes may read at any time (WAL). The test hook ``FLOWFN_STORE_CRASH`` is read here
+and nowhere else.
+
+A batch of step rows is committed on the run's own thread when that takes no waiting
+(the lock is free at once, ``synchronous=NORMAL`` makes no fsync, the batch is not
+huge): a few µs a row, where a worker thread would wait milliseconds for the GIL at
+every statement while the run keeps it busy. Otherwise ``write_batch(wait=False)``
+says so, and the writer runs it again in a thread, where it may wait (see ``_store``).
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ import signal
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from ._sqlwrite import STEP_COLUMNS, Checkpointer, insert_steps
 from ._store import (
     FORMAT_VERSION,
     RUN_STATUSES,
@@ -55,7 +64,8 @@ CREATE TABLE runs (
 CREATE TABLE steps (
   run_id      TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
   path        TEXT NOT NULL,
-  status      TEXT NOT NULL CHECK (status IN ('succeeded','failed','skipped','cancelled')),
+  status      TEXT NOT NULL CHECK (status = 'succeeded' OR status = 'failed'
+                                   OR status = 'skipped' OR status = 'cancelled'),
   output_json TEXT,
   code_hash   TEXT NOT NULL,
   attempts    INTEGER NOT NULL,
@@ -84,17 +94,15 @@ CREATE TABLE cache (
 ) WITHOUT ROWID;
 CREATE INDEX runs_by_status ON runs(status, created_at);
 """
-_STEP_COLUMNS = ("path, status, output_json, code_hash, attempts, error, started_at, "
-                 "ended_at, commit_seq")
-# A whole batch is one statement over one JSON array: SQLite does the per-row work
-# without holding the GIL, so the run's own thread keeps going meanwhile (executemany
-# would take the GIL back for every row).
-_INSERT_STEPS = (
-    f"INSERT OR REPLACE INTO steps (run_id, {_STEP_COLUMNS}) SELECT ?1, "
-    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(8))
-    + ", ?2 + key FROM json_each(?3)")
+_INLINE_BYTES = 1 << 20  # more output text than this in one batch: written in the thread
+_CHECKPOINT_PAGES = 1000  # SQLite's own default (wal_autocheckpoint)
+
 _RUN_COLUMNS = ("run_id, graph_name, flow_ref, inputs_json, inputs_hash, status, "
                 "created_at, updated_at, output_json")
+
+
+class _Busy(Exception):
+    """A write that was not to wait found the database locked (nothing was written)."""
 
 
 def _crash_point() -> tuple[str, int] | None:
@@ -136,6 +144,9 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._commits = 0
         self._crash = _crash_point()
+        self._checkpointer = Checkpointer(self._checkpoint)
+        weakref.finalize(self, self._checkpointer.stop)
+        self._pages = 0  # about how many pages the commits since the last checkpoint wrote
         try:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None,
                                        check_same_thread=False)
@@ -148,11 +159,13 @@ class SQLiteStore:
 
     def _setup(self, busy_timeout: float) -> None:
         db = self._db
-        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        self._busy_ms = int(busy_timeout * 1000)
+        db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
         db.execute("PRAGMA journal_mode = WAL")
         sync = "FULL" if self.durability == "power-loss" else "NORMAL"
         db.execute(f"PRAGMA synchronous = {sync}")
         db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA wal_autocheckpoint = 0")  # see Checkpointer
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             with self._tx():
@@ -166,16 +179,36 @@ class SQLiteStore:
                              f"and writes format {FORMAT_VERSION} only")
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``: the write lock up front)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+    def _tx(self, wait: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``: the write lock up front). With
+        ``wait=False``, :class:`_Busy` instead of waiting for a lock."""
+        if not self._lock.acquire(blocking=wait):
+            raise _Busy
+        try:
+            self._begin(wait)
             try:
                 yield self._db
             except BaseException:
                 self._rollback()
                 raise
             self._db.execute("COMMIT")
+        finally:
+            self._lock.release()
+
+    def _begin(self, wait: bool) -> None:
+        db = self._db
+        if wait:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        db.execute("PRAGMA busy_timeout = 0")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+                raise _Busy from None
+            raise
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     def _rollback(self) -> None:
         try:
@@ -193,7 +226,9 @@ class SQLiteStore:
     def _write(self, what: str, sql: str, args: Sequence[Any], **names: str) -> int:
         try:
             with self._tx() as db:
-                return db.execute(sql, args).rowcount
+                count = db.execute(sql, args).rowcount
+            self._wrote(1)
+            return count
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write {what} to store {self.path!r}: {exc}",
                              **names) from None
@@ -225,7 +260,7 @@ class SQLiteStore:
         rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
             return None
-        steps = self._read(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? "
+        steps = self._read(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? "
                            "ORDER BY commit_seq", (run_id,))
         run = self._run_row(rows[0])
         run.steps.update((r[0], StepRow(*r)) for r in steps)
@@ -310,31 +345,58 @@ class SQLiteStore:
         rows = self._read("SELECT max(commit_seq) FROM steps WHERE run_id = ?", (run_id,))
         return (rows[0][0] or 0) + 1
 
-    def write_batch(self, run_id: str, first_seq: int, rows: Sequence[StepRow]) -> None:
-        """Commit ``rows`` (numbered from ``first_seq``) in one transaction, from the
-        writer's thread."""
+    def write_batch(self, run_id: str, first_seq: int, rows: Sequence[StepRow], *,
+                    wait: bool = True) -> bool:
+        """Commit ``rows`` (numbered from ``first_seq``) in one transaction. With
+        ``wait=False``, only if that means no waiting: not for another process's (or
+        thread's) lock, not for an fsync (``"power-loss"``), not for a large write; else
+        False, and nothing is written."""
         if not rows:
-            return
+            return True
         for row in rows:
-            _check_status(row.status, STEP_STATUSES, f"step {row.path!r}:")
-        batch = json.dumps(rows)  # arrays of the fields, in order (seq: ignored)
+            if row.status not in STEP_STATUSES:
+                _check_status(row.status, STEP_STATUSES, f"step {row.path!r}:")
+        size = sum(len(r.output_json) for r in rows if r.output_json)
+        if not wait and (self.durability == "power-loss" or size > _INLINE_BYTES):
+            return False
         try:
-            with self._tx() as db:
-                db.execute(_INSERT_STEPS, (run_id, first_seq, batch))
+            with self._tx(wait) as db:
+                insert_steps(db, run_id, first_seq, rows)
                 db.execute("UPDATE runs SET updated_at = ? WHERE run_id = ?",
                            (time.time(), run_id))
                 self._maybe_crash("before-commit", self._commits + 1)
+        except _Busy:
+            return False  # another writer has the lock: the writer retries in its thread
         except sqlite3.Error as exc:
             first = rows[0].path
             raise StoreError(f"could not store step {first!r} of run {run_id!r} in "
                              f"{self.path!r}: {exc}", run_id=run_id, path=first) from None
         self._commits += 1
         self._maybe_crash("after-commit", self._commits)
+        self._wrote(len(rows) // 16 + size // 4096 + 1)
+        return True
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file (from the checkpoint thread)."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:  # pragma: no cover - closed, or I/O: tried again later
+                pass
+
+    def _wrote(self, pages: int) -> None:
+        """Count the pages a commit wrote (a guess: rows are ~100 bytes, and each commit
+        rewrites its pages); ask for a checkpoint once they add up."""
+        self._pages += pages
+        if self._pages >= _CHECKPOINT_PAGES:
+            self._pages = 0
+            self._checkpointer.request()
 
     def _maybe_crash(self, where: str, count: int) -> None:
         if self._crash == (where, count):
             os.kill(os.getpid(), signal.SIGKILL)
 
     def close(self) -> None:
+        self._checkpointer.close()
         with self._lock:
             self._db.close()

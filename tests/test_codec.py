@@ -279,3 +279,15 @@ def test_stored_answers_validate_under_the_schema(answer: Approval) -> None:
     data = json.loads(encode(answer, Approval))
     CHECK.validate(data)
     assert validate_answer(Approval, data) == answer
+
+
+@settings(max_examples=200)
+@given(st.one_of(st.integers(), st.text(), st.booleans(),
+                 st.floats(allow_nan=True, allow_infinity=True)))
+def test_a_json_native_output_is_written_as_the_converter_would(value: Any) -> None:
+    tp = type(value)
+    general = json.dumps(to_data(value, tp), allow_nan=False, ensure_ascii=False,
+                         separators=(",", ":"))
+    assert encode(value, tp) == general
+    back = decode(general, tp)
+    assert back == value or (math.isnan(back) and math.isnan(value))

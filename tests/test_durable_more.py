@@ -251,14 +251,17 @@ def test_a_when_skip_is_decided_again_on_resume_and_the_step_still_skips() -> No
     assert "only_if" not in RAN and RAN.count("check") == 1
 
 
+# Both async, so both settle in the run's first turn and land in its first commit: as
+# plain `def`s they ran in worker threads, and a commit holding only `breaks` (whichever
+# thread finished first) left `fine` uncommitted at the stop, to run again on resume.
 @step
-def breaks() -> int:
+async def breaks() -> int:
     RAN.append("breaks")
     raise ValueError("boom")
 
 
 @step
-def fine() -> int:
+async def fine() -> int:
     RAN.append("fine")
     return 2
 
