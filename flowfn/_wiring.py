@@ -69,7 +69,7 @@ def each(upstream: Step[Any, Any] | str) -> Each:
     return Each(upstream)
 
 
-@dataclass
+@dataclass(slots=True)
 class Param:
     """One parameter as written; ``problem`` is set when the metadata is unusable."""
 
