@@ -56,6 +56,13 @@ class Graph:
         self.roots = [n for n in nodes if not n.deps and n.owner is None]
         self.dep_counts = [len(n.deps) for n in nodes]
         self.stream_edges = [(n.index, d.index) for n in nodes for d in n.streams_to]
+        # by node index: settling the node only wakes its dependents (no item streams to
+        # close, no contestants to settle, no Outcome bookkeeping)
+        self.quiet = [not (n.streams_to or n.members or n.outcome_sources) for n in nodes]
+        # by node index: the step is certain to wait (a container, a map, a step not run
+        # on the trio thread), so it gets a task of its own instead of a place in the relay
+        self.alone = [n.kind != "function" or n.mapped or n.stream_from is not None
+                      or n.step.executor != "async" for n in nodes]
         # the nodes check_limits must look at: limited steps, and sub-workflows (inside)
         self.limit_checks = [n for n in nodes
                              if n.step.limit is not None or n.kind == "subflow"]

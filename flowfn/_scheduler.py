@@ -2,8 +2,8 @@
 
 Life of a step::
 
-    pending --(last dependency settles)--> started as a task --> running --> settle()
-                                                              \\-> skipped / cancelled
+    pending --(last dependency settles)--> started (relay) --> running --> settle()
+                                                            \\-> skipped / cancelled
 
 Each node keeps a count of unsettled dependencies. When a node settles, it decrements
 the counts of its dependents and starts exactly those that reach zero: no task waits
@@ -23,7 +23,6 @@ step, so only what the stored results do not cover runs.
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,7 +71,7 @@ class Runner(RunState):
         self.fast = (not self.overrides and shared.global_limiter is None
                      and not shared.observers)
         self.pending = list(graph.dep_counts)
-        self.quiet, self.alone = _quiet(graph), _alone(graph)
+        self.quiet, self.alone = graph.quiet, graph.alone
         # The hot path's steps read their arguments back from the results (``span.input``).
         self.arguments = LazyInput(graph.by_name, self.results)
         # A resumed run: results settled before, by graph path; such steps are fed
@@ -165,8 +164,7 @@ class Runner(RunState):
         ``_attempt.single`` and ``start`` written out, because it is most of what a large
         run does; everything else goes through ``body``.
         """
-        if self.stopping or (self.timeout is not None
-                             and self.nursery.cancel_scope.cancel_called):
+        if self._closing():
             return  # the run is stopping (failure or deadline): never start anything new
         span = self.span_list[node.index]
         current_span_var.set(span)
@@ -209,10 +207,15 @@ class Runner(RunState):
         """Steps made ready but never started, because the nursery was cancelled first:
         cancelled for the reason their task would have found (a stopping run leaves them
         pending, as ``finish`` reports them)."""
-        for node in self.relay.leftover():
-            if not (self.stopping or (self.timeout is not None
-                                      and self.nursery.cancel_scope.cancel_called)):
+        leftover = self.relay.leftover()
+        if leftover and not self._closing():
+            for node in leftover:
                 self.cancelled(self.span_list[node.index], self.why_cancelled(node.owner))
+
+    def _closing(self) -> bool:
+        """The run is stopping (a failure) or its deadline passed: start nothing new."""
+        return self.stopping or (self.timeout is not None
+                                 and self.nursery.cancel_scope.cancel_called)
 
     async def body(self, node: Node, span: Span, held: Held) -> Any:
         """Skip the node, or produce its result (``held``: the limits whose slot an
@@ -305,17 +308,7 @@ class Runner(RunState):
             self.release(node, result)
             return
         self.results[i] = result
-        if self.stopping:
-            return
-        pending, alone, push = self.pending, self.alone, self.relay.push
-        for d in node.wakes:
-            j = d.index
-            pending[j] -= 1
-            if pending[j] == 0:
-                if alone[j]:
-                    self.relay.spawn(d)
-                else:
-                    push(d)
+        self._wake_dependents(node)
 
     def release(self, node: Node, result: Any, *, member: bool = False) -> None:
         self.results[node.index] = result
@@ -339,16 +332,21 @@ class Runner(RunState):
             kind_of(node, self.races).release(self, node)
         if node.outcome_sources and self.unconsumed:
             self._unconsumed_failures(node)
+        self._wake_dependents(node)
+
+    def _wake_dependents(self, node: Node) -> None:
+        """Count ``node`` off its dependents; start those it made ready (unless the run
+        is stopping)."""
         if self.stopping:
             return
-        pending = self.pending
+        pending, ready = self.pending, self._ready
         for d in node.wakes:
-            i = d.index
-            pending[i] -= 1
-            if pending[i] == 0:
-                self._ready(d)
+            pending[d.index] -= 1
+            if pending[d.index] == 0:
+                ready(d)
 
     def _ready(self, node: Node) -> None:
+        """Start ``node``: through the relay, or in a task of its own if it will wait."""
         if self.alone[node.index]:
             self.relay.spawn(node)
         else:
@@ -369,31 +367,6 @@ class Runner(RunState):
                 if entry[1] == 0:
                     del self.unconsumed[up.index]
                     self.fail(entry[0])
-
-
-_QUIET: weakref.WeakKeyDictionary[Graph, list[bool]] = weakref.WeakKeyDictionary()
-_ALONE: weakref.WeakKeyDictionary[Graph, list[bool]] = weakref.WeakKeyDictionary()
-
-
-def _quiet(graph: Graph) -> list[bool]:
-    """By node index: settling the node only wakes dependents (no item streams to close,
-    no contestants to settle, no Outcome bookkeeping). Computed once per graph."""
-    quiet = _QUIET.get(graph)
-    if quiet is None:
-        quiet = _QUIET[graph] = [not (n.streams_to or n.members or n.outcome_sources)
-                                 for n in graph.nodes]
-    return quiet
-
-
-def _alone(graph: Graph) -> list[bool]:
-    """By node index: the step is certain to wait (a container, a map, a step not run
-    on the trio thread), so it gets a task of its own instead of a place in the relay."""
-    alone = _ALONE.get(graph)
-    if alone is None:
-        alone = _ALONE[graph] = [
-            n.kind != "function" or n.mapped or n.stream_from is not None
-            or n.step.executor != "async" for n in graph.nodes]
-    return alone
 
 
 def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

@@ -112,7 +112,7 @@ def test_steps_that_never_wait_do_not_starve_other_tasks() -> None:
     assert "tick" in log[first:last], "the map ran all its items without letting others run"
 
 
-def test_items_stopped_before_they_started_are_cancelled() -> None:
+def test_items_stopped_before_they_started_are_cancelled(flow_run: Any) -> None:
     @step
     async def numbers() -> list[int]:
         return list(range(100))
@@ -123,14 +123,7 @@ def test_items_stopped_before_they_started_are_cancelled() -> None:
             raise ValueError("bad item")
         return n
 
-    async def main() -> Any:
-        from flowfn import RunFailed
-
-        with pytest.raises(RunFailed) as info:
-            await arun(graph(item))
-        return info.value.result
-
-    result = trio.run(main)
+    result = flow_run(graph(item), expect_failure=True)
     children = result.spans["item"].children
     assert [children[f"item[{i}]"].status for i in range(3)] == ["succeeded"] * 3
     assert children["item[3]"].status == "failed"
